@@ -1,0 +1,81 @@
+"""The aiohttp application: routes table, the middleware, and the lifecycles of its resources."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import sys
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from proxy.config import Config
+from proxy.gateway import Gateway
+from proxy.handlers.embeddings import embeddings
+from proxy.handlers.generate import chat_completions, completions
+from proxy.handlers.health import healthz, readyz
+from proxy.handlers.models import list_models, retrieve_model
+from proxy.health import health_loop
+from proxy.keys import GATEWAY
+from proxy.middleware import gateway_middleware
+from proxy.upstream import close_upstreams, open_upstreams
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("proxy.app")
+
+
+async def metrics_endpoint(request: web.Request) -> web.StreamResponse:
+    metrics = request.app[GATEWAY].metrics
+    if metrics is None:
+        raise web.HTTPNotFound()
+    body, content_type = metrics.render()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+def create_app(config: Config, *, rng: random.Random | None = None, health_checks: bool = True,
+               multiprocess_dir: str | None = None) -> web.Application:
+    """Build the app for ``config``; backends' sessions open on startup and close on cleanup."""
+    app = web.Application(middlewares=[gateway_middleware], client_max_size=config.server.max_body_bytes,
+                          handler_args={"max_field_size": 16384, "max_line_size": 16384})
+    gw = Gateway(config, {}, rng=rng)
+    app[GATEWAY] = gw
+    if config.metrics.enabled:
+        from proxy.metrics import Metrics
+
+        gw.metrics = Metrics(multiprocess_dir=multiprocess_dir)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        log_file = None
+        if config.logging.requests:
+            from proxy.logs import RequestLog
+
+            log_file = open(config.logging.file, "ab") if config.logging.file else None  # noqa: SIM115
+            gw.request_log = RequestLog(log_file or sys.stdout, fmt=config.logging.format,  # type: ignore[arg-type]
+                                        include_prompts=config.logging.include_prompts)
+        gw.adopt_upstreams(open_upstreams(config.backends))
+        task = asyncio.create_task(health_loop(gw)) if health_checks else None
+        yield
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await close_upstreams(gw.upstreams)
+        if log_file is not None:
+            log_file.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    r = app.router
+    r.add_post("/v1/chat/completions", chat_completions)
+    r.add_post("/v1/completions", completions)
+    r.add_post("/v1/embeddings", embeddings)
+    r.add_get("/v1/models", list_models)
+    r.add_get("/v1/models/{model:.+}", retrieve_model)
+    r.add_get("/healthz", healthz)
+    r.add_get("/livez", healthz)
+    r.add_get("/readyz", readyz)
+    r.add_get("/metrics", metrics_endpoint)
+    return app
+

@@ -1,0 +1,97 @@
+"""What every model endpoint does before and after talking to a backend.
+
+Reading the body (size and time limits, JSON, an object), planning the route for the client's
+model (404 for a model no route serves, 403 for a model the caller may not use), and the response
+headers that name the request and, unless configured off, the backend and model that served it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+
+from aiohttp import web
+
+from policies.plan import plan, resolve_route, sticky_key
+from proxy.errors import InvalidRequestError, ModelNotFoundError, PayloadTooLargeError, PermissionDeniedError
+from proxy.jsonio import JSONDecodeError, dumps, loads
+from proxy.keys import CREDENTIAL, CTX, GATEWAY
+from proxy.router import RequestContext
+from proxy.translate.fields import require_str
+
+__all__ = ["read_body", "begin", "response_headers", "json_response", "created_now"]
+
+
+def created_now() -> int:
+    return int(time.time())
+
+
+async def read_body(request: web.Request) -> dict[str, object]:
+    """The request's JSON object, within the body size and time limits; 400/413 otherwise."""
+    gw = request.app[GATEWAY]
+    limit = gw.config.server.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLargeError(f"Request body is larger than the limit of {limit} bytes.")
+    try:
+        async with asyncio.timeout(gw.config.server.body_timeout):
+            raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLargeError(f"Request body is larger than the limit of {limit} bytes.") from None
+    except TimeoutError:
+        raise InvalidRequestError("The request body was not received in time.", code="request_timeout",
+                                  status=408) from None
+    try:
+        body = loads(raw)
+    except JSONDecodeError:
+        raise InvalidRequestError(
+            "We could not parse the JSON body of your request. The body must be valid UTF-8 JSON.",
+            code="invalid_json",
+        ) from None
+    if not isinstance(body, dict):
+        raise InvalidRequestError("The request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+def begin(request: web.Request, body: Mapping[str, object]) -> RequestContext:
+    """Plan the request: the route for the client's model, its arm and attempts."""
+    gw = request.app[GATEWAY]
+    ctx = request[CTX]
+    model = require_str(body, "model")
+    if not model:
+        raise InvalidRequestError("Invalid 'model': empty string.", param="model")
+    ctx.client_model = model
+    credential = request.get(CREDENTIAL)
+    if credential is not None and not gw.model_allowed(credential, model):
+        raise PermissionDeniedError(f"The credential '{credential.name}' may not use the model '{model}'.",
+                                    param="model")
+    policy = gw.config.policy
+    user = body.get("user")
+    route_plan = None
+    route = resolve_route(policy, model)
+    if route is not None:
+        key = sticky_key(route, api_key=ctx.credential, user=user if isinstance(user, str) else None,
+                         headers=request.headers)
+        route_plan = plan(policy, model, key=key, roll=gw.rng.random(), shadow_roll=gw.rng.random())
+    if route_plan is None:
+        raise ModelNotFoundError(model)
+    ctx.plan = route_plan
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidRequestError("Invalid type for 'stream': expected a boolean.", param="stream",
+                                  code="invalid_type")
+    ctx.stream = bool(stream)
+    return ctx
+
+
+def response_headers(request: web.Request, ctx: RequestContext) -> dict[str, str]:
+    headers = {"X-Request-ID": ctx.request_id}
+    if request.app[GATEWAY].config.server.backend_headers and ctx.backend:
+        headers["x-gateway-backend"] = ctx.backend
+        headers["x-gateway-model"] = ctx.model or ""
+        headers["x-gateway-route"] = ctx.route
+    return headers
+
+
+def json_response(payload: object, headers: Mapping[str, str] | None = None, status: int = 200) -> web.Response:
+    return web.Response(body=dumps(payload), status=status, content_type="application/json", headers=headers)

@@ -1,0 +1,79 @@
+"""Background health checks with cheap endpoints only.
+
+Ollama: ``/api/version`` (up, version), ``/api/ps`` (loaded models, for loaded-model preference) and
+``/api/tags`` (installed models). OpenAI-compatible: ``GET /models``. Never a generation call: on
+Ollama that would load a model and evict another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+
+from proxy.errors import ProxyError
+from proxy.gateway import BackendHealth, Gateway
+from proxy.upstream import Upstream
+
+__all__ = ["check_backend", "check_all", "health_loop"]
+
+log = logging.getLogger("proxy.health")
+
+
+def _names(answer: object) -> list[Mapping[str, object]]:
+    models = answer.get("models") if isinstance(answer, dict) else None
+    return [m for m in models if isinstance(m, dict)] if isinstance(models, list) else []
+
+
+async def check_backend(upstream: Upstream, *, timeout: float = 5.0) -> BackendHealth:
+    """One round of checks for one backend; never raises for a backend problem."""
+    started = time.perf_counter()
+    try:
+        if upstream.kind == "openai":
+            await upstream.get_json("/models", timeout=timeout)
+            return BackendHealth(up=True, latency=time.perf_counter() - started, checked_at=time.time())
+        version = await upstream.get_json("/api/version", timeout=timeout)
+        latency = time.perf_counter() - started
+        ps, tags = await asyncio.gather(upstream.get_json("/api/ps", timeout=timeout),
+                                        upstream.get_json("/api/tags", timeout=timeout))
+    except ProxyError as exc:
+        return BackendHealth(up=False, error=exc.message, checked_at=time.time())
+    running = tuple(
+        {"model": m.get("model") or m.get("name"), "expires_at": m.get("expires_at"),
+         "size_vram": m.get("size_vram"), "context_length": m.get("context_length")}
+        for m in _names(ps)
+    )
+    installed = tuple(str(m.get("model") or m.get("name")) for m in _names(tags))
+    return BackendHealth(
+        up=True, latency=latency, checked_at=time.time(),
+        version=str(version.get("version")) if isinstance(version, dict) else None,
+        installed=installed, running=running,
+        loaded=frozenset(str(r["model"]) for r in running if r.get("model")),
+    )
+
+
+async def check_all(gw: Gateway) -> None:
+    upstreams = list(gw.upstreams.values())
+    results = await asyncio.gather(*(check_backend(u) for u in upstreams))
+    for upstream, health in zip(upstreams, results):
+        before = gw.health.get(upstream.name)
+        if before is not None and before.up is not health.up:
+            if health.up:
+                log.info("backend %s is up", upstream.name)
+            else:
+                log.warning("backend %s is down: %s", upstream.name, health.error)
+        gw.health[upstream.name] = health
+        if gw.metrics is not None:
+            gw.metrics.backend_up(upstream.name, bool(health.up))  # type: ignore[attr-defined]
+
+
+async def health_loop(gw: Gateway) -> None:
+    """Check every backend now, then every ``min(health_interval)`` seconds, until cancelled."""
+    while True:
+        try:
+            await check_all(gw)
+        except Exception:  # a bug here must not stop the checks
+            log.exception("health check round failed")
+        interval = min((u.cfg.health_interval for u in gw.upstreams.values()), default=10.0)
+        await asyncio.sleep(interval)

@@ -1,0 +1,117 @@
+"""The one middleware: request id, authentication, error rendering, and per-request accounting.
+
+It is the only place that turns exceptions into responses (via ``errors.render_error``): unknown
+paths and wrong methods become OpenAI-shaped 404/405 JSON, an oversized body 413, anything
+unexpected a generic 500 whose details go only to the log, keyed by the request id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from proxy.errors import (
+    AuthenticationError,
+    MethodNotAllowedError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    ProxyError,
+    render_error,
+)
+from proxy.gateway import new_request_id
+from proxy.keys import CREDENTIAL, CTX, GATEWAY
+from proxy.router import RequestContext
+
+__all__ = ["gateway_middleware"]
+
+log = logging.getLogger("proxy.access")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_PUBLIC = frozenset({"/healthz", "/livez", "/readyz"})
+_ADMIN_PREFIXES = ("/metrics", "/admin", "/dashboard", "/status")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _http_error(exc: web.HTTPException, request: web.Request) -> ProxyError:
+    if exc.status == 404:
+        return NotFoundError(f"Unknown path: {request.method} {request.path}")
+    if exc.status == 405:
+        return MethodNotAllowedError(f"Method {request.method} is not allowed on {request.path}",
+                                     headers={"Allow": exc.headers.get("Allow", "")})
+    if exc.status == 413:
+        return PayloadTooLargeError("Request body is too large.")
+    return ProxyError(exc.reason or "error", status=exc.status, code=None)
+
+
+def _authenticate(request: web.Request) -> None:
+    gw = request.app[GATEWAY]
+    auth = gw.authenticator
+    path = request.path
+    if path in _PUBLIC or request.method == "OPTIONS":
+        return
+    headers = request.headers
+    if path.startswith(_ADMIN_PREFIXES):
+        if auth.admin_enabled:
+            if not auth.authenticate_admin(headers.get("Authorization"), headers.get("x-api-key")):
+                gw.auth_failed("admin")
+                raise AuthenticationError("Admin credentials are required.",
+                                          headers={"WWW-Authenticate": gw.www_authenticate})
+        elif auth.enabled:
+            raise PermissionDeniedError("Admin endpoints are disabled: configure auth.admin.", code="no_admin")
+        return
+    if not auth.enabled:
+        return
+    credential = auth.authenticate(headers.get("Authorization"), headers.get("x-api-key"))
+    if credential is None:
+        gw.auth_failed("missing" if "Authorization" not in headers and "x-api-key" not in headers else "invalid")
+        raise AuthenticationError("Incorrect or missing API key. Send 'Authorization: Bearer <key>'.",
+                                  headers={"WWW-Authenticate": gw.www_authenticate})
+    request[CREDENTIAL] = credential
+    request[CTX].credential = credential.name
+
+
+@web.middleware
+async def gateway_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    incoming = request.headers.get("X-Request-ID")
+    rid = incoming if incoming and _REQUEST_ID.match(incoming) else new_request_id()
+    ctx = RequestContext(request_id=rid, endpoint=request.path)
+    request[CTX] = ctx
+    gw = request.app[GATEWAY]
+    try:
+        _authenticate(request)
+        async with gw.admission(request.get(CREDENTIAL), ctx):
+            response = await handler(request)
+    except ProxyError as exc:
+        response = _error_response(ctx, exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = _error_response(ctx, _http_error(exc, request))
+    except asyncio.CancelledError:
+        ctx.outcome, ctx.status = "client_disconnect", 499
+        gw.finish(ctx)
+        raise
+    except Exception as exc:
+        log.exception("request %s failed unexpectedly", rid)
+        response = _error_response(ctx, exc)
+    else:
+        ctx.status = response.status
+    if not response.prepared:
+        response.headers["X-Request-ID"] = rid
+    gw.finish(ctx)
+    return response
+
+
+def _error_response(ctx: RequestContext, exc: BaseException) -> web.Response:
+    status, body, headers = render_error(exc)
+    ctx.status = status
+    if ctx.outcome == "ok":
+        outcome = getattr(exc, "outcome", None)
+        ctx.outcome = outcome.value if outcome is not None else ("rejected" if status < 500 else "error")
+    headers["X-Request-ID"] = ctx.request_id
+    return web.Response(body=body, status=status, content_type="application/json", headers=headers)

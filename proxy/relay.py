@@ -1,0 +1,164 @@
+"""Streaming answers to the client: Ollama NDJSON -> OpenAI SSE, and OpenAI SSE passed through.
+
+The relay *commits* (sends status and headers) only when the first real output is ready. Before
+that, an Ollama ``{"error": ...}`` line, a truncated body or a timeout raises a ``ProxyError``
+with an outcome, so the router may fall back. After it, the status cannot change: the stream ends
+with an SSE ``data: {"error": {...}}`` event and no ``[DONE]`` (openai-python raises ``APIError``
+on it). A client that disconnects makes the write fail or the handler be cancelled; either way the
+upstream response is closed at once, so Ollama stops generating.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from aiohttp import web
+
+from policies.outcome import Outcome
+from proxy.errors import ProxyError, UpstreamBrokenStreamError, UpstreamStreamError, sse_error_event
+from proxy.jsonio import JSONDecodeError, loads
+from proxy.router import RequestContext
+from proxy.translate.stream import ChatStream, CompletionStream
+from proxy.upstream import UpstreamResponse
+
+__all__ = ["SSE_HEADERS", "relay_ollama_stream", "relay_openai_stream", "ollama_error_line"]
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+
+def ollama_error_line(obj: object, backend: str) -> UpstreamStreamError | None:
+    """Ollama's in-stream error line has an ``error`` key and no ``done`` key: check it first."""
+    if isinstance(obj, dict) and "error" in obj:
+        message = obj["error"]
+        return UpstreamStreamError(f"backend {backend} failed: {message}", outcome=Outcome.STREAM_ERROR,
+                                   backend=backend)
+    return None
+
+
+async def _commit(request: web.Request, ctx: RequestContext, headers: Mapping[str, str]) -> web.StreamResponse:
+    response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **headers})
+    await response.prepare(request)
+    ctx.committed = True
+    return response
+
+
+async def _fail_after_commit(response: web.StreamResponse, ctx: RequestContext, exc: ProxyError) -> None:
+    ctx.outcome = exc.outcome.value if exc.outcome else "error"
+    try:
+        await response.write(sse_error_event(exc))
+        await response.write_eof()
+    except ConnectionError:
+        ctx.outcome = Outcome.CLIENT_DISCONNECT.value
+
+
+async def relay_ollama_stream(
+    request: web.Request,
+    ctx: RequestContext,
+    upstream: UpstreamResponse,
+    translator: ChatStream | CompletionStream,
+    headers: Mapping[str, str],
+) -> web.StreamResponse:
+    """Pump NDJSON lines through ``translator`` to the client, committing on the first output."""
+    backend = ctx.backend or "?"
+    response: web.StreamResponse | None = None
+    pending = b""
+    clock = time.perf_counter
+    waited_from = clock()
+    try:
+        async for line in upstream.lines():
+            now = clock()
+            ctx.upstream_wait += now - waited_from
+            try:
+                obj = loads(line)
+            except JSONDecodeError:
+                raise UpstreamBrokenStreamError(f"backend {backend} sent a line that is not JSON",
+                                                outcome=Outcome.BROKEN_STREAM, backend=backend) from None
+            error = ollama_error_line(obj, backend)
+            if error is not None:
+                raise error
+            out = translator.feed(obj)
+            if response is None:
+                pending += out
+                if translator.has_output:
+                    response = await _commit(request, ctx, headers)
+                    ctx.ttft = clock() - ctx.started
+                    await response.write(pending)
+            elif out:
+                await response.write(out)
+            if translator.final is not None:
+                break
+            waited_from = clock()
+        if translator.final is None:
+            raise UpstreamBrokenStreamError(f"backend {backend} ended the stream before it was done",
+                                            outcome=Outcome.BROKEN_STREAM, backend=backend)
+    except ProxyError as exc:
+        upstream.close()
+        if response is None:
+            raise
+        await _fail_after_commit(response, ctx, exc)
+        return response
+    except ConnectionError:
+        # the client went away while we were writing
+        upstream.close()
+        ctx.outcome = Outcome.CLIENT_DISCONNECT.value
+        return response or web.StreamResponse()
+    except BaseException:
+        upstream.close()
+        raise
+    upstream.close()
+    usage = translator.usage
+    ctx.prompt_tokens, ctx.completion_tokens = usage["prompt_tokens"], usage["completion_tokens"]
+    ctx.timings = dict(translator.final) if translator.final else None
+    if translator.keep_text:
+        ctx.answer_text = "".join(translator.text_parts)
+    assert response is not None
+    try:
+        await response.write_eof()
+    except ConnectionError:
+        ctx.outcome = Outcome.CLIENT_DISCONNECT.value
+    return response
+
+
+async def relay_openai_stream(
+    request: web.Request,
+    ctx: RequestContext,
+    upstream: UpstreamResponse,
+    headers: Mapping[str, str],
+) -> web.StreamResponse:
+    """Pass an OpenAI-compatible backend's SSE stream through unchanged, committing on its first bytes."""
+    response: web.StreamResponse | None = None
+    clock = time.perf_counter
+    waited_from = clock()
+    try:
+        async for chunk in upstream.chunks():
+            ctx.upstream_wait += clock() - waited_from
+            if response is None:
+                response = await _commit(request, ctx, headers)
+                ctx.ttft = clock() - ctx.started
+            await response.write(chunk)
+            waited_from = clock()
+    except ProxyError as exc:
+        if response is None:
+            raise
+        await _fail_after_commit(response, ctx, exc)
+        return response
+    except ConnectionError:
+        upstream.close()
+        ctx.outcome = Outcome.CLIENT_DISCONNECT.value
+        return response or web.StreamResponse()
+    except BaseException:
+        upstream.close()
+        raise
+    if response is None:
+        raise UpstreamBrokenStreamError(f"backend {ctx.backend} sent an empty stream",
+                                        outcome=Outcome.BROKEN_STREAM, backend=ctx.backend)
+    try:
+        await response.write_eof()
+    except ConnectionError:
+        ctx.outcome = Outcome.CLIENT_DISCONNECT.value
+    return response

@@ -1,0 +1,1 @@
+"""Pure OpenAI <-> Ollama translators. No aiohttp, no yaml, no environment: plain values in and out."""

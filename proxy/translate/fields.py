@@ -1,0 +1,198 @@
+"""Typed reading of OpenAI request fields, and the sampling fields chat and completions share.
+
+Pure. Every wrong type or absurd value raises ``InvalidRequestError`` naming the field in ``param``.
+Fields the client did not send are not invented: Ollama's own /v1 layer forces ``temperature`` and
+``top_p`` to 1.0, overriding Modelfile defaults; we send only what the client sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from proxy.errors import InvalidRequestError
+
+__all__ = [
+    "MAX_TOKENS_LIMIT",
+    "opt_bool",
+    "opt_int",
+    "opt_number",
+    "opt_str",
+    "require_str",
+    "sampling_options",
+    "ollama_extras",
+    "check_n",
+]
+
+MAX_TOKENS_LIMIT = 1_048_576
+
+
+def _type_name(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def wrong_type(param: str, expected: str, value: object) -> InvalidRequestError:
+    return InvalidRequestError(
+        f"Invalid type for '{param}': expected {expected}, but got {_type_name(value)}.",
+        param=param,
+        code="invalid_type",
+    )
+
+
+def require_str(body: Mapping[str, object], key: str, param: str | None = None) -> str:
+    value = body.get(key)
+    name = param or key
+    if value is None:
+        raise InvalidRequestError(f"Missing required parameter: '{name}'.", param=name, code="missing_field")
+    if not isinstance(value, str):
+        raise wrong_type(name, "a string", value)
+    return value
+
+
+def opt_str(body: Mapping[str, object], key: str, param: str | None = None) -> str | None:
+    value = body.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise wrong_type(param or key, "a string", value)
+
+
+def opt_bool(body: Mapping[str, object], key: str, param: str | None = None) -> bool | None:
+    value = body.get(key)
+    if value is None or isinstance(value, bool):
+        return value
+    raise wrong_type(param or key, "a boolean", value)
+
+
+def opt_number(
+    body: Mapping[str, object], key: str, lo: float | None = None, hi: float | None = None,
+    param: str | None = None,
+) -> float | int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    name = param or key
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise wrong_type(name, "a number", value)
+    if value != value or (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise InvalidRequestError(
+            f"Invalid value for '{name}': {value} is outside the allowed range [{lo}, {hi}].",
+            param=name,
+        )
+    return value
+
+
+def opt_int(
+    body: Mapping[str, object], key: str, lo: int | None = None, hi: int | None = None,
+    param: str | None = None,
+) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    name = param or key
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise wrong_type(name, "an integer", value)
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        if lo is not None and value < lo:
+            message = f"Invalid value for '{name}': {value} is less than the minimum of {lo}."
+        else:
+            message = f"Invalid value for '{name}': {value} is greater than the maximum of {hi}."
+        raise InvalidRequestError(message, param=name)
+    return value
+
+
+def check_n(body: Mapping[str, object]) -> None:
+    """``n`` > 1 asks for several choices, which one Ollama call cannot give: a clear 400."""
+    n = opt_int(body, "n", 1, 128)
+    if n is not None and n > 1:
+        raise InvalidRequestError(
+            "n > 1 is not supported by this gateway's Ollama backends; send n separate requests.",
+            param="n",
+            code="unsupported_parameter",
+        )
+
+
+def _stop(body: Mapping[str, object]) -> list[str] | None:
+    stop = body.get("stop")
+    if stop is None:
+        return None
+    if isinstance(stop, str):
+        return [stop]
+    if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        if len(stop) > 16:
+            raise InvalidRequestError("Invalid value for 'stop': at most 16 sequences.", param="stop")
+        return list(stop)  # type: ignore[arg-type]
+    raise wrong_type("stop", "a string or an array of strings", stop)
+
+
+def sampling_options(body: Mapping[str, object]) -> dict[str, object]:
+    """Ollama ``options`` for the OpenAI sampling fields the client actually sent."""
+    options: dict[str, object] = {}
+    max_tokens = opt_int(body, "max_completion_tokens", 1, MAX_TOKENS_LIMIT)
+    if max_tokens is None:
+        max_tokens = opt_int(body, "max_tokens", 1, MAX_TOKENS_LIMIT)
+    if max_tokens is not None:
+        options["num_predict"] = max_tokens
+    for key, lo, hi in (
+        ("temperature", 0.0, 2.0),
+        ("top_p", 0.0, 1.0),
+        ("frequency_penalty", -2.0, 2.0),
+        ("presence_penalty", -2.0, 2.0),
+    ):
+        value = opt_number(body, key, lo, hi)
+        if value is not None:
+            options[key] = value
+    seed = opt_int(body, "seed")
+    if seed is not None:
+        options["seed"] = seed
+    stop = _stop(body)
+    if stop is not None:
+        options["stop"] = stop
+    return options
+
+
+def ollama_extras(
+    body: Mapping[str, object],
+    native: dict[str, object],
+    options: dict[str, object],
+    *,
+    default_options: Mapping[str, object],
+    default_keep_alive: str | int | float | None,
+) -> None:
+    """Apply the Ollama-only knobs (``options``, ``keep_alive``, ``think``) and the route's defaults.
+
+    The client wins over the route: route ``options`` fill only keys the client left unset.
+    OpenAI SDKs send these through ``extra_body={"options": {"num_ctx": 8192}, "keep_alive": "10m"}``.
+    """
+    extra = body.get("options")
+    if extra is not None:
+        if not isinstance(extra, Mapping):
+            raise wrong_type("options", "an object", extra)
+        for key, value in extra.items():
+            options.setdefault(str(key), value)
+    for key, value in default_options.items():
+        options.setdefault(key, value)
+    keep_alive = body.get("keep_alive")
+    if keep_alive is None:
+        keep_alive = default_keep_alive
+    elif isinstance(keep_alive, bool) or not isinstance(keep_alive, (str, int, float)):
+        raise wrong_type("keep_alive", "a duration string or a number of seconds", keep_alive)
+    if keep_alive is not None:
+        native["keep_alive"] = keep_alive
+    think = body.get("think")
+    if think is not None:
+        if not isinstance(think, (bool, str)):
+            raise wrong_type("think", "a boolean or one of low, medium, high", think)
+        native["think"] = think
+    if options:
+        native["options"] = options
