@@ -14,7 +14,9 @@ for a whole non-streamed answer.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import os
 import ssl
 from collections.abc import AsyncIterator, Mapping
 
@@ -174,7 +176,9 @@ def _translate(exc: BaseException, backend: str, *, in_body: bool) -> BaseExcept
         return UpstreamBrokenStreamError(f"backend {backend} closed the answer before it was complete",
                                          outcome=Outcome.BROKEN_STREAM, backend=backend)
     if isinstance(exc, aiohttp.ClientConnectorError):
-        reason = exc.os_error.strerror if exc.os_error and exc.os_error.strerror else "connection failed"
+        # os.strerror: the errno's text only; the exception's own text names the address
+        errno = exc.os_error.errno if exc.os_error else None
+        reason = os.strerror(errno) if errno else "connection failed"
         return UpstreamUnavailableError(f"backend {backend} is unreachable ({reason.lower()})",
                                         outcome=Outcome.CONNECT, backend=backend)
     if isinstance(exc, (aiohttp.ClientError, OSError)):
@@ -197,7 +201,8 @@ class Upstream:
         if cfg.api_key:
             headers["Authorization"] = f"Bearer {cfg.api_key}"
         elif cfg.username is not None:
-            headers["Authorization"] = aiohttp.BasicAuth(cfg.username, cfg.password or "").encode()
+            token = base64.b64encode(f"{cfg.username}:{cfg.password or ''}".encode()).decode("ascii")
+            headers["Authorization"] = f"Basic {token}"
         self._headers = headers
         t = cfg.timeouts
         self._timeouts = (t.first_byte, t.idle, t.read)
