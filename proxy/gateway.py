@@ -25,6 +25,7 @@ from policies.outcome import Outcome, counts_as_failure
 from proxy.auth import Authenticator, Credential, model_allowed, www_authenticate
 from proxy.config import Config
 from proxy.errors import RateLimitedError
+from proxy.pull import PullBoard
 from proxy.ratelimit import Limits
 from proxy.router import RequestContext
 from proxy.upstream import Upstream
@@ -71,6 +72,8 @@ class Gateway:
         self.request_log: RequestLog | None = None
         self.catalog: tuple[float, list[dict[str, object]]] | None = None  # (fetched at, models)
         self.background: set[asyncio.Task[None]] = set()  # shadow requests, pulls, delayed closes
+        self.pulls = PullBoard()  # proxy.pull: model pulls in flight and their progress
+        self.warmup: dict[tuple[str, str], str] = {}  # (backend, model) -> proxy.warmup state
         self.set_config(config)
 
     def set_config(self, config: Config) -> None:
@@ -134,6 +137,9 @@ class Gateway:
     def finish(self, ctx: RequestContext) -> None:
         """Record one finished request in metrics and the access log."""
         duration = time.perf_counter() - ctx.started
+        if ctx.in_flight and self.metrics is not None:
+            ctx.in_flight = False
+            self.metrics.request_finished(ctx.route)
         if self.metrics is not None and ctx.plan is not None:
             backend = ctx.backend or "-"
             model = self.model_label(ctx)

@@ -18,6 +18,7 @@ from policies.model import Attempt, Plan
 from policies.outcome import Outcome, should_fall_back
 from policies.retry import backoff_delay, may_retry
 from proxy.errors import ProxyError, ServiceUnavailableError
+from proxy.pull import auto_pull
 
 if TYPE_CHECKING:
     from proxy.gateway import Gateway
@@ -40,6 +41,7 @@ class RequestContext:
     started: float = field(default_factory=time.perf_counter)
     stream: bool = False
     committed: bool = False  # the first byte went to the client: no more fallback
+    in_flight: bool = False  # counted in the in-flight gauge (released by Gateway.finish)
     backend: str | None = None
     model: str | None = None  # the model name on the backend that served it
     path: list[str] = field(default_factory=list)  # "backend:model" per attempt made
@@ -83,6 +85,7 @@ async def run_plan(
                 f"no healthy backend for route {route.name} (circuit open)", code="no_backend_available")
             continue
         retry_number = 0
+        pulled = False  # at most one auto-pull per attempt
         while True:
             ctx.path.append(f"{upstream.name}:{attempt.model}")
             ctx.backend, ctx.model = upstream.name, attempt.model
@@ -95,6 +98,13 @@ async def run_plan(
                     raise
                 last = exc
                 ctx.outcome = exc.outcome.value
+                if exc.outcome is Outcome.MODEL_NOT_FOUND and upstream.kind == "ollama" and not pulled:
+                    pulled = True  # ops.auto_pull: pull once (single flight), wait, then retry this attempt
+                    pulling = await auto_pull(gw, upstream, attempt.model)
+                    if pulling.ready:
+                        continue
+                    if pulling.note:
+                        exc.message = f"{exc.message} ({pulling.note})"
                 elapsed = time.perf_counter() - ctx.started
                 delay = backoff_delay(retry_number, route.retry, jitter=gw.rng.random(),
                                       retry_after=_retry_after(exc))

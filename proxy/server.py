@@ -89,6 +89,9 @@ def serve(config: Config, *, host: str, port: int, workers: int, environ: Mappin
     # prometheus_client reads this at import time: set it before any worker imports it
     mp_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="ollama-gateway-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = mp_dir
+    from proxy.metrics import clear_multiprocess_dir
+
+    clear_multiprocess_dir(mp_dir)  # counters of an earlier run must not be merged in
     children: list[int] = []
     for _ in range(workers):
         pid = os.fork()

@@ -76,6 +76,9 @@ def begin(request: web.Request, body: Mapping[str, object]) -> RequestContext:
     if route_plan is None:
         raise ModelNotFoundError(model)
     ctx.plan = route_plan
+    if gw.metrics is not None:
+        gw.metrics.request_started(route_plan.route.name)
+        ctx.in_flight = True
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise InvalidRequestError("Invalid type for 'stream': expected a boolean.", param="stream",
