@@ -144,7 +144,7 @@ def _route(
 
 
 def _fallback_on(sec: Section) -> frozenset[Outcome]:
-    items = read_strings(sec, "fallback_on")
+    items = read_strings(sec, "fallback_on", allow_int=True)
     if items is None:
         return DEFAULT_FALLBACK_ON
     outcomes = set()

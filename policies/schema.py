@@ -211,11 +211,17 @@ class Section:
             return {} if default is _MISSING else default
         return dict(value)
 
-    def custom(self, key: str, convert: Callable[[object, str], Any], default: Any = _MISSING) -> Any:
-        """Read ``key`` with ``convert(value, path)``; convert raises ValueError with a message."""
+    def custom(self, key: str, convert: Callable[[object, str], Any], default: Any = _MISSING, *,
+               expand: bool = True) -> Any:
+        """Read ``key`` with ``convert(value, path)``; convert raises ValueError with a message.
+
+        A string value has its ``${VAR}`` references expanded first unless ``expand`` is False.
+        """
         value = self._take(key)
         if value is _MISSING:
             return self._default(key, default)
+        if expand and isinstance(value, str):
+            value = self._expand(key, value)
         try:
             return convert(value, self.at(key))
         except ValueError as exc:

@@ -16,10 +16,12 @@ from policies.schema import Section, expand_env
 __all__ = ["read_shadow", "read_strings", "read_targets"]
 
 
-def read_strings(sec: Section, key: str, *, required: bool = False) -> list[tuple[str, str]] | None:
+def read_strings(sec: Section, key: str, *, required: bool = False,
+                 allow_int: bool = False) -> list[tuple[str, str]] | None:
     """Read a string or a list of strings as ``[(path, text), ...]``; None when absent.
 
     ``${VAR}`` references are expanded; an item naming an unset variable is reported and left out.
+    With ``allow_int``, integers read as their text (YAML parses an unquoted ``429`` as a number).
     """
     if not sec.has(key):
         if required:
@@ -28,11 +30,13 @@ def read_strings(sec: Section, key: str, *, required: bool = False) -> list[tupl
             sec.list(key, None)  # marks the key as read
         return None
     if isinstance(sec.raw[key], str):
-        items = [(sec.at(key), sec.custom(key, lambda value, _: value))]
+        items = [(sec.at(key), sec.custom(key, lambda value, _: value, expand=False))]
     else:
         items = sec.list(key)
     out: list[tuple[str, str]] = []
     for path, item in items:
+        if allow_int and isinstance(item, int) and not isinstance(item, bool):
+            item = str(item)
         if not isinstance(item, str):
             sec.problems.add(path, f"must be a string (got {item!r})")
             continue

