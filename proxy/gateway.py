@@ -8,13 +8,12 @@ state are plain values updated by the pure ``policies`` functions.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -26,7 +25,7 @@ from proxy.auth import Authenticator, Credential, model_allowed, www_authenticat
 from proxy.config import Config
 from proxy.errors import RateLimitedError
 from proxy.pull import PullBoard
-from proxy.ratelimit import Limits
+from proxy.ratelimit import CallerLimits, Limits
 from proxy.router import RequestContext
 from proxy.upstream import Upstream
 
@@ -101,28 +100,29 @@ class Gateway:
         if self.metrics is not None:
             self.metrics.auth_failure(reason)
 
-    @contextlib.asynccontextmanager
-    async def admission(self, credential: Credential | None, ctx: RequestContext) -> AsyncIterator[None]:
-        """Apply the caller's concurrency, requests/minute and tokens/minute limits around a request."""
+    def admit(self, credential: Credential | None) -> CallerLimits | None:
+        """Apply the caller's concurrency, requests/minute and tokens/minute limits (429 when over).
+
+        Returns the limits to hand back to ``release`` when the request ends (None: nothing to release).
+        """
         if credential is None or (credential.max_concurrent is None and credential.requests_per_minute is None
                                   and credential.tokens_per_minute is None):
-            yield
-            return
+            return None
         limits = self.limits.for_credential(credential)
         refusal = limits.admit(self.clock())
-        if refusal is not None:
-            if self.metrics is not None:
-                self.metrics.rate_limited(credential.name)
-            wait = refusal.retry_after
-            headers = {"Retry-After": str(max(1, math.ceil(wait)))} if wait is not None else {"Retry-After": "1"}
-            what = {"concurrency": "concurrent requests", "requests": "requests per minute",
-                    "tokens": "tokens per minute"}[refusal.reason]
-            raise RateLimitedError(f"Rate limit reached for {credential.name}: too many {what}.", headers=headers)
-        try:
-            yield
-        finally:
-            limits.leave()
-            limits.spend_tokens(ctx.prompt_tokens + ctx.completion_tokens, self.clock())
+        if refusal is None:
+            return limits
+        if self.metrics is not None:
+            self.metrics.rate_limited(credential.name)
+        wait = refusal.retry_after
+        headers = {"Retry-After": str(max(1, math.ceil(wait)) if wait is not None else 1)}
+        what = {"concurrency": "concurrent requests", "requests": "requests per minute",
+                "tokens": "tokens per minute"}[refusal.reason]
+        raise RateLimitedError(f"Rate limit reached for {credential.name}: too many {what}.", headers=headers)
+
+    def release(self, limits: CallerLimits, ctx: RequestContext) -> None:
+        limits.leave()
+        limits.spend_tokens(ctx.prompt_tokens + ctx.completion_tokens, self.clock())
 
     def model_label(self, ctx: RequestContext) -> str:
         """A bounded metric label: a configured or installed model name, never raw client input."""

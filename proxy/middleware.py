@@ -84,8 +84,12 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     gw = request.app[GATEWAY]
     try:
         _authenticate(request)
-        async with gw.admission(request.get(CREDENTIAL), ctx):
+        limits = gw.admit(request.get(CREDENTIAL))
+        try:
             response = await handler(request)
+        finally:
+            if limits is not None:
+                gw.release(limits, ctx)
     except ProxyError as exc:
         response = _error_response(ctx, exc)
     except web.HTTPException as exc:

@@ -18,7 +18,7 @@ import base64
 import logging
 import os
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import aiohttp
 from aiohttp import ClientSession
@@ -111,45 +111,29 @@ class UpstreamResponse:
             raise UpstreamBrokenStreamError(f"backend {self._backend} sent a body that is not JSON",
                                             outcome=Outcome.BROKEN_STREAM, backend=self._backend) from None
 
-    async def lines(self) -> AsyncIterator[bytes]:
+    def lines(self) -> AsyncIterator[bytes]:
         """Non-empty lines as they arrive; the first within ``first_byte``, the rest within ``idle``."""
-        content = self._resp.content
+        return self._pieces(self._resp.content.readline, skip_blank=True)
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """Raw body chunks as they arrive (for relaying an OpenAI-compatible SSE stream unchanged)."""
+        return self._pieces(self._resp.content.readany, skip_blank=False)
+
+    async def _pieces(self, read: Callable[[], Awaitable[bytes]], *, skip_blank: bool) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
+        idle = self._idle
         try:
             async with asyncio.timeout_at(loop.time() + self._first) as deadline:
-                idle = self._idle
                 while True:
-                    line = await content.readline()
-                    if not line:
+                    piece = await read()
+                    if not piece:
                         break
-                    if len(line) > 1:
-                        # no deadline while the consumer holds the line (a slow client is not a
+                    if not skip_blank or len(piece) > 1:
+                        # no deadline while the consumer holds the piece (a slow client is not a
                         # silent backend): it is re-armed before the next read
                         deadline.reschedule(None)
-                        yield line
+                        yield piece
                     deadline.reschedule(loop.time() + idle)
-        except GeneratorExit:
-            self.close()
-            raise
-        except BaseException as exc:
-            self.close()
-            raise _translate(exc, self._backend, in_body=True) from None
-        self._done = True
-        self._resp.release()
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """Raw body chunks as they arrive (for relaying an OpenAI-compatible SSE stream unchanged)."""
-        content = self._resp.content
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout_at(loop.time() + self._first) as deadline:
-                while True:
-                    chunk = await content.readany()
-                    if not chunk:
-                        break
-                    deadline.reschedule(None)
-                    yield chunk
-                    deadline.reschedule(loop.time() + self._idle)
         except GeneratorExit:
             self.close()
             raise
