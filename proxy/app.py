@@ -12,15 +12,28 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from proxy.config import Config
+from proxy.cors import install_cors
 from proxy.gateway import Gateway
 from proxy.handlers.embeddings import embeddings
 from proxy.handlers.generate import chat_completions, completions
-from proxy.handlers.health import healthz, readyz
+from proxy.handlers.admin import (
+    admin_models,
+    admin_stats,
+    dashboard,
+    dashboard_asset,
+    delete_model,
+    pull_model,
+    warm_model,
+)
+from proxy.handlers.health import healthz
 from proxy.handlers.models import list_models, retrieve_model
+from proxy.handlers.status import readyz, status
 from proxy.health import health_loop
+from proxy.imagefetch import ImageFetcher, Resolver
 from proxy.keys import GATEWAY
 from proxy.middleware import gateway_middleware
 from proxy.upstream import close_upstreams, open_upstreams
+from proxy.warmup import start_warmup
 
 __all__ = ["create_app"]
 
@@ -36,12 +49,17 @@ async def metrics_endpoint(request: web.Request) -> web.StreamResponse:
 
 
 def create_app(config: Config, *, rng: random.Random | None = None, health_checks: bool = True,
-               multiprocess_dir: str | None = None) -> web.Application:
-    """Build the app for ``config``; backends' sessions open on startup and close on cleanup."""
+               multiprocess_dir: str | None = None, image_resolver: Resolver | None = None) -> web.Application:
+    """Build the app for ``config``; backends' sessions open on startup and close on cleanup.
+
+    ``image_resolver`` replaces DNS for image fetching (tests map names to addresses with it).
+    """
     app = web.Application(middlewares=[gateway_middleware], client_max_size=config.server.max_body_bytes,
                           handler_args={"max_field_size": 16384, "max_line_size": 16384})
     gw = Gateway(config, {}, rng=rng)
     app[GATEWAY] = gw
+    gw.image_fetcher = ImageFetcher(config.image_fetch, resolver=image_resolver)
+    install_cors(app, lambda: gw.config.server.cors_origins)
     if config.metrics.enabled:
         from proxy.metrics import Metrics
 
@@ -57,12 +75,24 @@ def create_app(config: Config, *, rng: random.Random | None = None, health_check
                                         include_prompts=config.logging.include_prompts)
         gw.adopt_upstreams(open_upstreams(config.backends))
         task = asyncio.create_task(health_loop(gw)) if health_checks else None
+        warmup = start_warmup(gw)  # in the background: the gateway serves meanwhile, /readyz waits
         yield
+        if warmup is not None:
+            warmup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await warmup
+        await gw.pulls.cancel_all()
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        background = list(gw.background)  # shadows, delayed session closes: end them before the sessions
+        for pending in background:
+            pending.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         await close_upstreams(gw.upstreams)
+        await gw.image_fetcher.close()
+        gw.auth_executor.shutdown(wait=False, cancel_futures=True)
         if log_file is not None:
             log_file.close()
 
@@ -77,5 +107,15 @@ def create_app(config: Config, *, rng: random.Random | None = None, health_check
     r.add_get("/livez", healthz)
     r.add_get("/readyz", readyz)
     r.add_get("/metrics", metrics_endpoint)
+    r.add_get("/status", status)
+    r.add_get("/admin/models", admin_models)
+    r.add_delete("/admin/models", delete_model)
+    r.add_post("/admin/models/pull", pull_model)
+    r.add_post("/admin/models/delete", delete_model)
+    r.add_post("/admin/models/warm", warm_model)
+    r.add_get("/admin/stats", admin_stats)
+    r.add_get("/dashboard", dashboard)
+    r.add_get("/dashboard/", dashboard)
+    r.add_get("/dashboard/{name}", dashboard_asset)
     return app
 

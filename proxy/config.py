@@ -317,4 +317,21 @@ def load_config(path: str | None, environ: Mapping[str, str]) -> Config:
         raise ConfigError([("", f"cannot read {path}: {exc.strerror}")]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([("", f"{path} is not valid YAML: {exc}")]) from None
-    return parse_config(raw if raw is not None else {}, environ, source=path)
+    config = parse_config(raw if raw is not None else {}, environ, source=path)
+    _check_ca_bundles(config)
+    return config
+
+
+def _check_ca_bundles(config: Config) -> None:
+    """A ``ca_bundle`` that cannot be loaded is a config error, not a crash at startup."""
+    import ssl
+
+    problems = []
+    for i, backend in enumerate(config.backends):
+        if backend.ca_bundle:
+            try:
+                ssl.create_default_context(cafile=backend.ca_bundle)
+            except (OSError, ssl.SSLError) as exc:
+                problems.append((f"backends[{i}].ca_bundle", f"cannot load {backend.ca_bundle}: {exc}"))
+    if problems:
+        raise ConfigError(problems)

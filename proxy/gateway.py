@@ -8,12 +8,14 @@ state are plain values updated by the pure ``policies`` functions.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import random
 import secrets
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -21,9 +23,10 @@ from policies.balance import choose_backend
 from policies.breaker import CLOSED, BreakerState, allow, record
 from policies.model import Attempt
 from policies.outcome import Outcome, counts_as_failure
-from proxy.auth import Authenticator, Credential, model_allowed, www_authenticate
+from proxy.auth import AuthConfig, Authenticator, Credential, model_allowed, www_authenticate
 from proxy.config import Config
 from proxy.errors import RateLimitedError
+from proxy.imagefetch import ImageFetcher
 from proxy.pull import PullBoard
 from proxy.ratelimit import CallerLimits, Limits
 from proxy.router import RequestContext
@@ -73,14 +76,22 @@ class Gateway:
         self.background: set[asyncio.Task[None]] = set()  # shadow requests, pulls, delayed closes
         self.pulls = PullBoard()  # proxy.pull: model pulls in flight and their progress
         self.warmup: dict[tuple[str, str], str] = {}  # (backend, model) -> proxy.warmup state
+        self.image_fetcher: ImageFetcher | None = None  # set by create_app, closed on cleanup
+        # scrypt (hashed keys) runs here: a flood of wrong keys cannot block the event loop, nor
+        # starve the default executor that getaddrinfo uses; threads start on first use
+        self.auth_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="auth-scrypt")
         self.set_config(config)
 
     def set_config(self, config: Config) -> None:
-        """Adopt a (re)loaded config: auth and limits are rebuilt from it."""
+        """Adopt a (re)loaded config: auth is rebuilt from it; rate-limit state carries over."""
         self.config = config
         self.authenticator = Authenticator(config.auth)
+        self._plain_authenticator = Authenticator(_plaintext_only(config.auth))
+        if self.image_fetcher is not None:
+            self.image_fetcher.config = config.image_fetch
         self.www_authenticate = www_authenticate(config.auth.realm)
-        self.limits = Limits()
+        if not hasattr(self, "limits"):
+            self.limits = Limits()  # kept across reloads: callers keep their budgets
         self.catalog = None
         self._exact_models = frozenset(
             name for route in config.policy.routes for name in route.models if "*" not in name and "?" not in name
@@ -91,6 +102,21 @@ class Gateway:
         self.upstreams = dict(upstreams)
         self.breakers = {name: self.breakers.get(name, CLOSED) for name in upstreams}
         self.health = {name: self.health.get(name) or BackendHealth() for name in upstreams}
+
+    async def authenticate(self, authorization: str | None, x_api_key: str | None,
+                           *, admin: bool = False) -> Credential | None:
+        """The caller's credential (or, with ``admin``, a marker credential when the admin one matches).
+
+        Plaintext secrets are checked inline (sha256 + compare_digest, microseconds). Only when
+        they do not match and hashed secrets exist does the full check, which may run scrypt,
+        go to ``auth_executor``, so the event loop never waits on scrypt.
+        """
+        plain, full = self._plain_authenticator, self.authenticator
+        found = _check(plain, admin, authorization, x_api_key)
+        if found is None and full.uses_hashes:
+            loop = asyncio.get_running_loop()
+            found = await loop.run_in_executor(self.auth_executor, _check, full, admin, authorization, x_api_key)
+        return found
 
     def model_allowed(self, credential: Credential, model: str) -> bool:
         return model_allowed(credential, model)
@@ -154,8 +180,16 @@ class Gateway:
                 completion_tokens=ctx.completion_tokens, ollama_timings=timings,  # type: ignore[arg-type]
                 cloud_price=price)
             self.metrics.split_arm(ctx.route, ctx.plan.attempts[0].target.label())
-            for i, (failed, reason) in enumerate(ctx.fallbacks):
-                to = ctx.path[i + 1].split(":", 1)[0] if i + 1 < len(ctx.path) else "-"
+            # ctx.path has one entry per try, retries included: a fallback goes to the first entry
+            # after the failed backend's last consecutive try, not to path[i + 1].
+            path, j = ctx.path, 0
+            for failed, reason in ctx.fallbacks:
+                while j < len(path) and path[j].split(":", 1)[0] != failed:
+                    j += 1
+                while j + 1 < len(path) and path[j + 1] == path[j]:
+                    j += 1
+                j += 1
+                to = path[j].split(":", 1)[0] if j < len(path) else "-"
                 self.metrics.fallback(ctx.route, failed, to, reason)
         if self.request_log is not None:
             self.request_log.write(self._log_record(ctx, duration))
@@ -233,3 +267,19 @@ class Gateway:
     def on_fallback(self, ctx: RequestContext, backend: str, outcome: Outcome) -> None:
         log.info("request %s: backend %s failed (%s), falling back", ctx.request_id, backend, outcome.value)
         ctx.fallbacks.append((backend, outcome.value))
+
+
+_ADMIN = Credential(name="admin")
+
+
+def _check(auth: Authenticator, admin: bool, authorization: str | None, x_api_key: str | None) -> Credential | None:
+    if admin:
+        return _ADMIN if auth.authenticate_admin(authorization, x_api_key) else None
+    return auth.authenticate(authorization, x_api_key)
+
+
+def _plaintext_only(config: AuthConfig) -> AuthConfig:
+    """The same auth section without its hashed entries (those that would cost a scrypt)."""
+    admin = config.admin if config.admin is not None and config.admin.secret_hash is None else None
+    return dataclasses.replace(config, admin=admin,
+                               credentials=tuple(e for e in config.credentials if e.secret_hash is None))

@@ -48,7 +48,7 @@ def _http_error(exc: web.HTTPException, request: web.Request) -> ProxyError:
     return ProxyError(exc.reason or "error", status=exc.status, code=None)
 
 
-def _authenticate(request: web.Request) -> None:
+async def _authenticate(request: web.Request) -> None:
     gw = request.app[GATEWAY]
     auth = gw.authenticator
     path = request.path
@@ -57,7 +57,7 @@ def _authenticate(request: web.Request) -> None:
     headers = request.headers
     if path.startswith(_ADMIN_PREFIXES):
         if auth.admin_enabled:
-            if not auth.authenticate_admin(headers.get("Authorization"), headers.get("x-api-key")):
+            if await gw.authenticate(headers.get("Authorization"), headers.get("x-api-key"), admin=True) is None:
                 gw.auth_failed("admin")
                 raise AuthenticationError("Admin credentials are required.",
                                           headers={"WWW-Authenticate": gw.www_authenticate})
@@ -66,7 +66,7 @@ def _authenticate(request: web.Request) -> None:
         return
     if not auth.enabled:
         return
-    credential = auth.authenticate(headers.get("Authorization"), headers.get("x-api-key"))
+    credential = await gw.authenticate(headers.get("Authorization"), headers.get("x-api-key"))
     if credential is None:
         gw.auth_failed("missing" if "Authorization" not in headers and "x-api-key" not in headers else "invalid")
         raise AuthenticationError("Incorrect or missing API key. Send 'Authorization: Bearer <key>'.",
@@ -83,7 +83,7 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     request[CTX] = ctx
     gw = request.app[GATEWAY]
     try:
-        _authenticate(request)
+        await _authenticate(request)
         limits = gw.admit(request.get(CREDENTIAL))
         try:
             response = await handler(request)
@@ -108,6 +108,8 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     if not response.prepared:
         response.headers["X-Request-ID"] = rid
     gw.finish(ctx)
+    if response.status == 408:  # the body did not arrive within server.body_timeout
+        await _send_and_hang_up(request, response)
     return response
 
 
@@ -119,3 +121,13 @@ def _error_response(ctx: RequestContext, exc: BaseException) -> web.Response:
         ctx.outcome = outcome.value if outcome is not None else ("rejected" if status < 500 else "error")
     headers["X-Request-ID"] = ctx.request_id
     return web.Response(body=body, status=status, content_type="application/json", headers=headers)
+
+
+async def _send_and_hang_up(request: web.Request, response: web.StreamResponse) -> None:
+    """Send ``response`` now and close the connection: aiohttp would otherwise keep reading (and
+    discarding) the unread body for up to its 10 s lingering time, which a slow client can drip-feed."""
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    if request.transport is not None:
+        request.transport.close()  # after the buffered response has been written

@@ -153,19 +153,21 @@ class CallerLimits:
 
 
 class Limits:
-    """Credential name -> `CallerLimits`, created on first use from the credential's settings.
+    """Credential -> `CallerLimits`, created on first use from the credential's settings.
 
-    Settings are read once per name; build a new `Limits` when the config changes.
+    Keyed by the (frozen) credential itself, so one `Limits` survives a config reload: a caller
+    whose name and settings did not change keeps its budget and in-flight count; a changed one
+    starts afresh under its new settings.
     """
 
     __slots__ = ("_callers",)
 
     def __init__(self) -> None:
-        self._callers: dict[str, CallerLimits] = {}
+        self._callers: dict[Credential, CallerLimits] = {}
 
     def for_credential(self, credential: Credential) -> CallerLimits:
-        """The shared `CallerLimits` of ``credential.name``, creating it on first use."""
-        caller = self._callers.get(credential.name)
+        """The shared `CallerLimits` of ``credential``, creating it on first use."""
+        caller = self._callers.get(credential)
         if caller is None:
-            caller = self._callers[credential.name] = CallerLimits.of(credential)
+            caller = self._callers[credential] = CallerLimits.of(credential)
         return caller

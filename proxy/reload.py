@@ -1,6 +1,11 @@
 """Hot reload: SIGHUP re-reads the config file; an invalid file is rejected and the old one keeps serving.
 
-In-flight requests keep the backends they already hold; old sessions close after a grace period.
+The switch is atomic for the event loop: the new backends' sessions are opened first, then config
+and backends are swapped with no ``await`` in between, so a request sees either the old gateway or
+the new one. In-flight requests (streams included) keep the ``Upstream`` objects they already hold:
+the old sessions are closed only once none of them has a request outstanding, or after the longest
+old ``first_byte + read`` timeout at the latest. Breaker and health state carry over for backends
+kept under the same name. Listen address, workers, logging and metrics switches need a restart.
 """
 
 from __future__ import annotations
@@ -8,22 +13,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 from collections.abc import Mapping
 
 from aiohttp import web
 
-from proxy.config import ConfigError, load_config
+from proxy.config import Config, ConfigError, load_config
 from proxy.keys import GATEWAY
-from proxy.upstream import close_upstreams, open_upstreams
+from proxy.upstream import Upstream, close_upstreams, open_upstreams
 
 __all__ = ["reload_config", "install_reload"]
 
 log = logging.getLogger("proxy.reload")
-_GRACE = 30.0
+_DRAIN_POLL = 0.25  # seconds between checks that the old backends have no request in flight
 
 
 async def reload_config(app: web.Application, environ: Mapping[str, str]) -> bool:
-    """Re-read the config file; True when the new one was adopted."""
+    """Re-read the config file; True when the new one was adopted, False (old config kept) otherwise."""
     gw = app[GATEWAY]
     path = gw.config.source
     if path is None:
@@ -31,24 +37,68 @@ async def reload_config(app: web.Application, environ: Mapping[str, str]) -> boo
         return False
     try:
         config = load_config(path, environ)
+        _check_ca_bundles(config)
+        upstreams = open_upstreams(config.backends)
     except ConfigError as exc:
         log.error("config reload rejected, keeping the running config:\n%s", exc)
         return False
+    except Exception as exc:
+        log.error("config reload rejected, keeping the running config: %s", exc)
+        return False
+    _warn_restart_only(gw.config, config)
     old = gw.upstreams
     gw.set_config(config)
-    gw.adopt_upstreams(open_upstreams(config.backends))
-    log.info("config reloaded from %s", path)
-
-    async def close_later() -> None:
-        await asyncio.sleep(_GRACE)
-        await close_upstreams(old)
-
-    task = asyncio.create_task(close_later())
+    gw.adopt_upstreams(upstreams)
+    log.info("config reloaded from %s (%d backends, %d routes)", path, len(config.backends),
+             len(config.policy.routes))
+    task = asyncio.create_task(_close_when_drained(old), name="reload-drain")
     gw.background.add(task)
     task.add_done_callback(gw.background.discard)
     return True
 
 
-def install_reload(app: web.Application, environ: Mapping[str, str]) -> None:
+async def _close_when_drained(old: Mapping[str, Upstream]) -> None:
+    """Close the replaced sessions once their in-flight requests are done (bounded; also on cancel)."""
+    limit = max((u.cfg.timeouts.first_byte + u.cfg.timeouts.read for u in old.values()), default=0.0)
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload_config(app, environ)))
+    deadline = loop.time() + limit
+    try:
+        while any(u.outstanding > 0 for u in old.values()) and loop.time() < deadline:
+            await asyncio.sleep(_DRAIN_POLL)
+    finally:
+        await close_upstreams(old)
+
+
+def _check_ca_bundles(config: Config) -> None:
+    """Fail before any session is opened when a ``ca_bundle`` cannot be loaded (it would fail halfway)."""
+    problems = []
+    for i, backend in enumerate(config.backends):
+        if backend.ca_bundle and backend.url.startswith("https://") and backend.tls_verify:
+            try:
+                ssl.create_default_context(cafile=backend.ca_bundle)
+            except (OSError, ssl.SSLError) as exc:
+                problems.append((f"backends[{i}].ca_bundle", f"cannot load {backend.ca_bundle}: {exc}"))
+    if problems:
+        raise ConfigError(problems)
+
+
+def _warn_restart_only(before: Config, after: Config) -> None:
+    b, a = before.server, after.server
+    for what, old, new in (("server.host/port/workers", (b.host, b.port, b.workers), (a.host, a.port, a.workers)),
+                           ("logging", before.logging, after.logging),
+                           ("metrics.enabled", before.metrics.enabled, after.metrics.enabled)):
+        if old != new:
+            log.warning("config reload: changes to %s take effect only after a restart", what)
+
+
+def install_reload(app: web.Application, environ: Mapping[str, str]) -> None:
+    """Reload the config on SIGHUP (call from within the running loop)."""
+    gw = app[GATEWAY]
+    loop = asyncio.get_running_loop()
+
+    def on_sighup() -> None:
+        task = loop.create_task(reload_config(app, environ), name="reload")
+        gw.background.add(task)  # type: ignore[arg-type]
+        task.add_done_callback(gw.background.discard)  # type: ignore[arg-type]
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)

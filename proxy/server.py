@@ -2,6 +2,8 @@
 
 Handler cancellation is on: when a client disconnects, its handler is cancelled, which closes the
 upstream request at once (also while waiting for the first byte), so Ollama stops generating.
+At most ``server.max_connections`` connections are open at once (idle keep-alive ones and clients
+still sending their headers included); one more gets a 503 in OpenAI's shape and is closed.
 SIGTERM/SIGINT stop accepting, let in-flight requests and streams finish for up to
 ``server.shutdown_timeout`` seconds, then close. SIGHUP re-reads the config file (hot reload).
 """
@@ -12,6 +14,7 @@ import asyncio
 import ipaddress
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -20,8 +23,9 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from proxy.config import Config
+from proxy.errors import ServiceUnavailableError, render_error
 
-__all__ = ["start_site", "serve"]
+__all__ = ["start_site", "serve", "warn_if_exposed"]
 
 log = logging.getLogger("proxy.server")
 
@@ -35,6 +39,114 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def warn_if_exposed(config: Config, host: str) -> bool:
+    """Log a warning (and return True) when client auth is off and ``host`` is not loopback."""
+    if config.auth.credentials or _is_loopback(host):
+        return False
+    log.warning("authentication is OFF and the gateway listens on %s: anyone who reaches this port "
+                "can use every model. Configure auth.credentials.", host or "every interface")
+    return True
+
+
+_REFUSING_MAX = 256  # refusals in progress beyond this are reset without an answer
+_REFUSAL_LINGER = 2.0  # seconds a refused client gets to read the 503 before the socket closes
+
+
+def _busy_response() -> bytes:
+    status, body, headers = render_error(ServiceUnavailableError(
+        "The gateway has too many open connections; retry shortly.", code="too_many_connections"))
+    head = [f"HTTP/1.1 {status} Service Unavailable", "Content-Type: application/json",
+            f"Content-Length: {len(body)}", "Retry-After: 1", "Connection: close"]
+    head += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(head) + "\r\n\r\n").encode("ascii") + body
+
+
+class _Gate:
+    """The listening socket's protocol factory: aiohttp's protocol for at most ``limit`` connections."""
+
+    def __init__(self, factory: web.Server, limit: int) -> None:
+        self.factory, self.limit = factory, limit
+        self.open = self.refusing = 0
+        self.busy = _busy_response()
+
+    def __call__(self) -> asyncio.Protocol:
+        if self.open >= self.limit:
+            return _Refusal(self)
+        self.open += 1
+        return _Counted(self, self.factory())
+
+
+class _Counted(asyncio.Protocol):
+    """aiohttp's protocol for one connection, passed every event; counted until the connection is lost."""
+
+    def __init__(self, gate: _Gate, inner: asyncio.Protocol) -> None:
+        self._gate, self._inner = gate, inner
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._gate.open -= 1
+        self._inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
+class _Refusal(asyncio.Protocol):
+    """Over the limit: write the 503 at once and half-close, so the client's request bytes that
+    still arrive do not turn into a reset that would discard the answer; close after a moment."""
+
+    def __init__(self, gate: _Gate) -> None:
+        self._gate = gate
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._gate.refusing += 1
+        if self._gate.refusing > _REFUSING_MAX:
+            transport.abort()
+            return
+        transport.write(self._gate.busy)
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._timer = asyncio.get_running_loop().call_later(_REFUSAL_LINGER, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        pass  # the request is not read: it is refused whatever it is
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._gate.refusing -= 1
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+class _LimitedSite(web.TCPSite):
+    """A TCPSite whose listening socket goes through a `_Gate` (aiohttp has no connection limit)."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, *, max_connections: int,
+                 reuse_port: bool | None, backlog: int) -> None:
+        super().__init__(runner, host, port, reuse_port=reuse_port, backlog=backlog)
+        self.max_connections = max_connections
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site with the runner (TCPSite.start, minus its create_server)
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            _Gate(server, self.max_connections), self._host, self._port, backlog=self._backlog,
+            reuse_address=self._reuse_address, reuse_port=self._reuse_port)
+
+
 async def start_site(app: web.Application, config: Config, *, host: str, port: int,
                      reuse_port: bool = False) -> tuple[web.AppRunner, int]:
     """Start serving ``app``; returns the runner and the bound port (``port=0`` picks a free one)."""
@@ -43,7 +155,8 @@ async def start_site(app: web.Application, config: Config, *, host: str, port: i
                            keepalive_timeout=config.server.keepalive_timeout,
                            max_field_size=16384, max_line_size=16384)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024)
+    site = _LimitedSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024,
+                        max_connections=config.server.max_connections)
     await site.start()
     sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
     bound = sockets[0].getsockname()[1] if sockets else port
@@ -57,9 +170,7 @@ async def _serve_one(config: Config, host: str, port: int, *, reuse_port: bool, 
 
     app = create_app(config, multiprocess_dir=multiprocess_dir)
     runner, bound = await start_site(app, config, host=host, port=port, reuse_port=reuse_port)
-    if not config.auth.credentials and not _is_loopback(host):
-        log.warning("authentication is OFF and the gateway listens on %s: anyone who reaches this port "
-                    "can use every model. Configure auth.credentials.", host)
+    warn_if_exposed(config, host)
     log.info("serving on http://%s:%d (pid %d)", host, bound, os.getpid())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -87,6 +198,7 @@ def serve(config: Config, *, host: str, port: int, workers: int, environ: Mappin
         _run(_serve_one(config, host, port, reuse_port=False, environ=environ, multiprocess_dir=None))
         return 0
     # prometheus_client reads this at import time: set it before any worker imports it
+    own_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")  # created here: removed again on exit
     mp_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="ollama-gateway-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = mp_dir
     from proxy.metrics import clear_multiprocess_dir
@@ -130,6 +242,8 @@ def serve(config: Config, *, host: str, port: int, workers: int, environ: Mappin
             mark_process_dead(child, mp_dir)
         except Exception:  # metrics cleanup must not hide the exit status
             pass
+    if own_dir:
+        shutil.rmtree(mp_dir, ignore_errors=True)
     return int(status)
 
 

@@ -264,6 +264,7 @@ def open_upstreams(backends: tuple[BackendConfig, ...]) -> dict[str, Upstream]:
     """One session per backend; the caller closes them with ``close_upstreams``."""
     out = {}
     for cfg in backends:
+        _ssl_context(cfg)  # fail on an unreadable ca_bundle before any session exists
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.timeouts.connect)
         session = ClientSession(connector=_connector(cfg), timeout=timeout, auto_decompress=False,
                                 skip_auto_headers=("User-Agent",), raise_for_status=False)

@@ -15,11 +15,15 @@ from typing import Any
 from aiohttp import web
 
 from policies.model import Attempt
+from proxy.errors import InvalidRequestError
+from proxy.gateway import Gateway
 from proxy.handlers.common import begin, created_now, json_response, read_body, response_headers
+from proxy.imagefetch import ImageFetchError
 from proxy.jsonio import JSONDecodeError, dumps, loads
 from proxy.keys import GATEWAY
 from proxy.relay import ollama_error_line, relay_ollama_stream, relay_openai_stream
 from proxy.router import RequestContext, run_plan
+from proxy.shadow import start_shadow
 from proxy.translate.chat import chat_request_to_ollama, ollama_chat_to_openai
 from proxy.translate.completions import completion_request_to_ollama, ollama_generate_to_openai, prompt_of
 from proxy.translate.stream import ChatStream, CompletionStream
@@ -105,7 +109,35 @@ async def _generate(request: web.Request, endpoint: _Endpoint) -> web.StreamResp
 
     if keep_text:
         ctx.prompt_text = dumps(body.get("messages", body.get("prompt"))).decode()
+    if endpoint is _CHAT:
+        await _fetch_image_urls(gw, body)
+    if ctx.plan is not None and ctx.plan.shadow is not None:
+        start_shadow(gw, ctx, body, endpoint="chat" if endpoint is _CHAT else "completion")
     return await run_plan(gw, ctx, call)
+
+
+async def _fetch_image_urls(gw: Gateway, body: dict[str, object]) -> None:
+    """With ``image_fetch.enabled``, replace http(s) image URLs of user messages by fetched data URLs.
+
+    In place, before any translation. The fetcher refuses hosts not allowed and private addresses
+    (after DNS and on every redirect); a refusal is a 400 naming the image's path in ``param``.
+    """
+    fetcher, messages = gw.image_fetcher, body.get("messages")
+    if fetcher is None or not gw.config.image_fetch.enabled or not isinstance(messages, list):
+        return
+    for i, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, dict) and message.get("role") == "user" else None
+        for j, part in enumerate(content if isinstance(content, list) else ()):
+            ref = part.get("image_url") if isinstance(part, dict) and part.get("type") == "image_url" else None
+            url = ref.get("url") if isinstance(ref, dict) else ref
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                continue
+            try:
+                data_url = await fetcher.fetch_data_url(url)
+            except ImageFetchError as exc:
+                raise InvalidRequestError(f"Could not use the image URL: {exc.message}.", code=exc.code,
+                                          param=f"messages[{i}].content[{j}].image_url.url") from None
+            part["image_url"] = {**ref, "url": data_url} if isinstance(ref, dict) else data_url
 
 
 async def _call_openai(request: web.Request, ctx: RequestContext, body: Mapping[str, object],

@@ -1,0 +1,171 @@
+"""The admin API and the dashboard; every path here needs the admin credential (see middleware).
+
+    GET    /admin/models         installed and running models per backend (asked now, not cached)
+    POST   /admin/models/pull    {backend, model}: pull on an Ollama backend, progress streamed as NDJSON
+    DELETE /admin/models         {backend, model}: delete from an Ollama backend (also POST /admin/models/delete)
+    POST   /admin/models/warm    {backend, model, keep_alive?}: load into memory now
+    GET    /admin/stats          the metrics summary (requests, errors, latency, TTFT, tokens/s, ...)
+    GET    /dashboard/           the dashboard page; its files come from proxy/static (no build, no CDN)
+
+``backend`` may be left out when the gateway has exactly one Ollama backend. Bodies that change
+something must be sent as ``application/json``: a cross-site HTML form cannot send that, and a
+browser may attach the cached Basic credentials to a forged request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from aiohttp import web
+
+from proxy.errors import InvalidRequestError, NotFoundError, ProxyError, UpstreamStreamError, error_body
+from proxy.gateway import Gateway
+from proxy.handlers.common import json_response, read_body
+from proxy.health import check_backend
+from proxy.jsonio import dumps
+from proxy.keys import CTX, GATEWAY
+from proxy.pull import watch_pull
+from proxy.upstream import Upstream
+from proxy.warmup import load_model
+
+__all__ = ["admin_models", "pull_model", "delete_model", "warm_model", "admin_stats", "dashboard",
+           "dashboard_asset"]
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+_ASSETS = {"app.js": "text/javascript", "style.css": "text/css", "favicon.svg": "image/svg+xml"}
+_PAGE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
+_LIST_TIMEOUT = 5.0
+_CHANGE_TIMEOUT = 60.0
+
+
+def _text_field(body: dict[str, object], name: str) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRequestError(f"Invalid '{name}': expected a non-empty string.", param=name, code="invalid_type")
+    return value.strip()
+
+
+async def _target(request: web.Request) -> tuple[Gateway, Upstream, str, dict[str, object]]:
+    """The Ollama backend and model named by the JSON body."""
+    if request.method == "POST" and request.content_type != "application/json":
+        raise InvalidRequestError("Send the body as application/json.", code="unsupported_media_type", status=415)
+    gw = request.app[GATEWAY]
+    body = await read_body(request)
+    model = _text_field(body, "model")
+    if model is None:
+        raise InvalidRequestError("Missing required parameter: 'model'.", param="model", code="missing_field")
+    name = _text_field(body, "backend")
+    ollamas = [u.name for u in gw.upstreams.values() if u.kind == "ollama"]
+    if name is None:
+        if len(ollamas) != 1:
+            raise InvalidRequestError(f"Missing required parameter: 'backend' (one of {', '.join(ollamas)}).",
+                                      param="backend", code="missing_field")
+        name = ollamas[0]
+    upstream = gw.upstreams.get(name)
+    if upstream is None:
+        raise NotFoundError(f"Unknown backend '{name}'.", param="backend")
+    if upstream.kind != "ollama":
+        raise InvalidRequestError(f"Backend '{name}' is not an Ollama backend; its models are managed elsewhere.",
+                                  param="backend")
+    return gw, upstream, model, body
+
+
+async def _refresh(gw: Gateway, upstream: Upstream) -> None:
+    gw.catalog = None
+    gw.health[upstream.name] = await check_backend(upstream)
+
+
+async def _models_of(upstream: Upstream) -> dict[str, object]:
+    out: dict[str, object] = {"name": upstream.name, "type": upstream.kind, "installed": [], "running": [],
+                              "error": None}
+    try:
+        if upstream.kind == "openai":
+            answer = await upstream.get_json("/models", timeout=_LIST_TIMEOUT)
+            data = answer.get("data") if isinstance(answer, dict) else None
+            out["installed"] = [{"model": m.get("id")} for m in data or [] if isinstance(m, dict)]
+            return out
+        tags, ps = await asyncio.gather(upstream.get_json("/api/tags", timeout=_LIST_TIMEOUT),
+                                        upstream.get_json("/api/ps", timeout=_LIST_TIMEOUT))
+    except ProxyError as exc:
+        out["error"] = exc.message
+        return out
+    keys_tags = ("model", "size", "modified_at", "digest", "details")
+    keys_ps = ("model", "size", "size_vram", "expires_at", "context_length")
+    for key, answer, fields in (("installed", tags, keys_tags), ("running", ps, keys_ps)):
+        models = answer.get("models") if isinstance(answer, dict) else None
+        out[key] = [{f: m.get(f) if f != "model" else (m.get("model") or m.get("name")) for f in fields}
+                    for m in models or [] if isinstance(m, dict)]
+    return out
+
+
+async def admin_models(request: web.Request) -> web.StreamResponse:
+    gw = request.app[GATEWAY]
+    backends = await asyncio.gather(*(_models_of(u) for u in gw.upstreams.values()))
+    return json_response({"backends": backends})
+
+
+async def pull_model(request: web.Request) -> web.StreamResponse:
+    """Pull (or join the pull already running) and stream its progress as NDJSON, one event a line."""
+    gw, upstream, model, _ = await _target(request)
+    resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache",
+                                       "X-Request-ID": request[CTX].request_id})
+    await resp.prepare(request)
+    last: dict[str, object] = {}
+    async for event in watch_pull(gw, upstream, model, trigger="admin"):
+        last = event
+        await resp.write(dumps(event) + b"\n")
+    if last.get("state") != "done":
+        # the stream has started: the error is its last line, in OpenAI's error shape
+        error = UpstreamStreamError(str(last.get("error") or f"pulling {model} failed"), backend=upstream.name)
+        await resp.write(dumps(error_body(error)) + b"\n")
+    await resp.write_eof()
+    return resp
+
+
+async def delete_model(request: web.Request) -> web.StreamResponse:
+    gw, upstream, model, _ = await _target(request)
+    resp = await upstream.send("DELETE", "/api/delete", dumps({"model": model}), first_byte=_CHANGE_TIMEOUT,
+                               model=model)
+    await resp.read()
+    await _refresh(gw, upstream)
+    return json_response({"deleted": True, "backend": upstream.name, "model": model})
+
+
+async def warm_model(request: web.Request) -> web.StreamResponse:
+    gw, upstream, model, body = await _target(request)
+    keep_alive = body.get("keep_alive", gw.config.ops.warmup_keep_alive)
+    if keep_alive is not None and (not isinstance(keep_alive, (str, int)) or isinstance(keep_alive, bool)):
+        raise InvalidRequestError("Invalid 'keep_alive': expected a duration such as 30m, or seconds.",
+                                  param="keep_alive", code="invalid_type")
+    seconds = await load_model(upstream, model, keep_alive)
+    await _refresh(gw, upstream)
+    return json_response({"loaded": True, "backend": upstream.name, "model": model, "seconds": round(seconds, 3)})
+
+
+async def admin_stats(request: web.Request) -> web.StreamResponse:
+    metrics = request.app[GATEWAY].metrics
+    if metrics is None:
+        return json_response({"enabled": False, "models": {}, "routes": {}, "backends": {}})
+    return json_response({"enabled": True, **metrics.snapshot()})
+
+
+async def dashboard(request: web.Request) -> web.StreamResponse:
+    if not request.path.endswith("/"):
+        raise web.HTTPFound("dashboard/")  # relative links and Location: works behind a path prefix
+    return web.Response(body=(STATIC / "dashboard.html").read_bytes(), content_type="text/html",
+                        charset="utf-8", headers=_PAGE_HEADERS)
+
+
+async def dashboard_asset(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    content_type = _ASSETS.get(name)
+    if content_type is None:
+        raise NotFoundError(f"Unknown path: {request.method} {request.path}")
+    return web.Response(body=(STATIC / name).read_bytes(), content_type=content_type, headers=_PAGE_HEADERS)

@@ -1,0 +1,243 @@
+"""Model pulls on Ollama backends: one in flight per (backend, model), with progress for everyone.
+
+Three callers share this: the router's auto-pull hook (a backend answered "model not found" and
+``ops.auto_pull`` allows the model), the admin API (``POST /admin/models/pull``) and warm-up. However
+many of them ask for the same model on the same backend, one ``/api/pull`` runs (single flight); the
+others wait for it or watch its progress. A waiter gives up after ``ops.auto_pull.timeout`` while the
+pull itself carries on in the background, so the next request finds the model installed.
+
+Ollama streams NDJSON progress: ``{"status": "pulling <digest>", "digest", "total", "completed"}`` per
+layer, then ``{"status": "success"}``; a failure is an ``{"error": "..."}`` line (often after a 200).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING
+
+from policies.outcome import Outcome
+from proxy.errors import ProxyError, UpstreamStreamError
+from proxy.jsonio import JSONDecodeError, dumps, loads
+from proxy.upstream import Upstream
+
+if TYPE_CHECKING:
+    from proxy.gateway import Gateway
+
+__all__ = ["PullBoard", "PullProgress", "AutoPull", "stream_pull", "start_pull", "watch_pull", "auto_pull"]
+
+log = logging.getLogger("proxy.pull")
+Key = tuple[str, str]  # (backend, model)
+_RECENT = 10.0  # a pull that ended this recently answers late waiters without a new pull
+_KEEP = 20  # finished pulls kept for /status and the dashboard
+
+
+@dataclass(slots=True)
+class PullProgress:
+    """Where one pull stands; ``state`` is ``pulling``, ``done`` or ``failed``."""
+
+    backend: str
+    model: str
+    trigger: str  # "auto" | "admin" | "warmup"
+    state: str = "pulling"
+    status: str = "starting"
+    layers: dict[str, tuple[int, int]] = field(default_factory=dict)  # digest -> (completed, total)
+    error: str | None = None
+    started_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+
+    @property
+    def completed(self) -> int:
+        return sum(c for c, _ in self.layers.values())
+
+    @property
+    def total(self) -> int:
+        return sum(t for _, t in self.layers.values())
+
+    def as_dict(self) -> dict[str, object]:
+        total = self.total
+        return {"backend": self.backend, "model": self.model, "trigger": self.trigger, "state": self.state,
+                "status": self.status, "completed": self.completed, "total": total,
+                "percent": round(100.0 * self.completed / total, 1) if total else None,
+                "error": self.error, "started_at": self.started_at, "finished_at": self.finished_at}
+
+
+@dataclass(frozen=True, slots=True)
+class AutoPull:
+    """What the auto-pull hook tells the router: retry the attempt, or keep the 404 with a note."""
+
+    ready: bool
+    note: str | None = None  # appended to the model-not-found message when a pull was tried
+
+
+class PullBoard:
+    """The pulls of one gateway: tasks in flight, recent progress, and watchers' queues."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[Key, asyncio.Task[None]] = {}
+        self.progress: dict[Key, PullProgress] = {}
+        self.watchers: dict[Key, set[asyncio.Queue[dict[str, object] | None]]] = {}
+
+    def snapshot(self) -> list[dict[str, object]]:
+        """Every pull in flight or recently finished, newest first."""
+        return [p.as_dict() for p in sorted(self.progress.values(), key=lambda p: -p.started_at)]
+
+    def publish(self, key: Key, event: dict[str, object] | None) -> None:
+        """Hand a progress event (``None``: the pull ended) to everyone watching ``key``."""
+        for queue in self.watchers.get(key, ()):
+            queue.put_nowait(event)
+
+    def prune(self) -> None:
+        """Forget the oldest finished pulls beyond the last ``_KEEP``."""
+        done = sorted((p.finished_at or 0.0, k) for k, p in self.progress.items() if p.state != "pulling")
+        for _, key in done[:max(0, len(self.progress) - _KEEP)]:
+            del self.progress[key]
+
+    async def cancel_all(self) -> None:
+        """Stop every pull in flight (app shutdown)."""
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def stream_pull(upstream: Upstream, model: str) -> AsyncIterator[dict[str, object]]:
+    """Ollama's pull progress lines as they come; an ``{"error"}`` line raises UpstreamStreamError."""
+    resp = await upstream.send("POST", "/api/pull", dumps({"model": model, "stream": True}), model=model)
+    async for raw in resp.lines():
+        try:
+            line = loads(raw)
+        except JSONDecodeError:
+            continue
+        if not isinstance(line, dict):
+            continue
+        if "error" in line:
+            resp.close()
+            raise UpstreamStreamError(f"pulling {model} on {upstream.name} failed: {line['error']}",
+                                      outcome=Outcome.STREAM_ERROR, backend=upstream.name)
+        yield line
+
+
+def _apply(progress: PullProgress, line: dict[str, object]) -> None:
+    progress.status = str(line.get("status") or progress.status)
+    digest, total, completed = line.get("digest"), line.get("total"), line.get("completed")
+    if isinstance(digest, str) and isinstance(total, int) and total > 0:
+        progress.layers[digest] = (completed if isinstance(completed, int) else 0, total)
+
+
+async def _run(gw: Gateway, upstream: Upstream, progress: PullProgress) -> None:
+    key = (upstream.name, progress.model)
+    board = gw.pulls
+    log.info("pulling %s on %s (%s)", progress.model, upstream.name, progress.trigger)
+    logged = -1
+    try:
+        async for line in stream_pull(upstream, progress.model):
+            _apply(progress, line)
+            board.publish(key, progress.as_dict())
+            total = progress.total
+            tenth = progress.completed * 10 // total if total else -1
+            if tenth > logged:
+                logged = tenth
+                log.info("pulling %s on %s: %s %d%%", progress.model, upstream.name, progress.status, tenth * 10)
+        if progress.status != "success":
+            raise UpstreamStreamError(f"pulling {progress.model} on {upstream.name} ended without success",
+                                      outcome=Outcome.BROKEN_STREAM, backend=upstream.name)
+    except ProxyError as exc:
+        progress.state, progress.error = "failed", exc.message
+        log.warning("pull of %s on %s failed: %s", progress.model, upstream.name, exc.message)
+    except Exception:  # a bug must not leave waiters and /status with a pull that never ends
+        progress.state, progress.error = "failed", "internal error (see the gateway's log)"
+        log.exception("pull of %s on %s failed unexpectedly", progress.model, upstream.name)
+    except asyncio.CancelledError:
+        progress.state, progress.error = "failed", "cancelled"
+        raise
+    else:
+        progress.state = "done"
+        log.info("pulled %s on %s", progress.model, upstream.name)
+        gw.catalog = None  # /v1/models should list it now
+        await _refresh_health(gw, upstream)
+    finally:
+        progress.finished_at = time.time()
+        board.tasks.pop(key, None)
+        board.publish(key, progress.as_dict())
+        board.publish(key, None)
+        if progress.trigger == "auto" and gw.metrics is not None:
+            gw.metrics.auto_pull(upstream.name, progress.model, "ok" if progress.state == "done" else "error")
+        board.prune()
+
+
+async def _refresh_health(gw: Gateway, upstream: Upstream) -> None:
+    from proxy.health import check_backend  # proxy.health imports the gateway, which imports us
+
+    gw.health[upstream.name] = await check_backend(upstream)
+
+
+def start_pull(gw: Gateway, upstream: Upstream, model: str, *, trigger: str) -> PullProgress:
+    """Start pulling ``model`` on ``upstream``, or join the pull already in flight."""
+    key = (upstream.name, model)
+    task = gw.pulls.tasks.get(key)
+    if task is not None:
+        return gw.pulls.progress[key]
+    progress = gw.pulls.progress[key] = PullProgress(backend=upstream.name, model=model, trigger=trigger)
+    task = asyncio.create_task(_run(gw, upstream, progress), name=f"pull {upstream.name}/{model}")
+    gw.pulls.tasks[key] = task
+    gw.background.add(task)
+    task.add_done_callback(gw.background.discard)
+    return progress
+
+
+async def watch_pull(gw: Gateway, upstream: Upstream, model: str, *,
+                     trigger: str = "admin") -> AsyncIterator[dict[str, object]]:
+    """Start or join a pull and yield its progress until it ends (the last event has its state)."""
+    key = (upstream.name, model)
+    queue: asyncio.Queue[dict[str, object] | None] = asyncio.Queue()
+    gw.pulls.watchers.setdefault(key, set()).add(queue)
+    try:
+        progress = start_pull(gw, upstream, model, trigger=trigger)
+        yield progress.as_dict()
+        while (event := await queue.get()) is not None:
+            yield event
+    finally:
+        watchers = gw.pulls.watchers.get(key)
+        if watchers is not None:
+            watchers.discard(queue)
+            if not watchers:
+                del gw.pulls.watchers[key]
+
+
+def allowed(gw: Gateway, model: str) -> bool:
+    """Whether ``ops.auto_pull`` lets the gateway pull ``model`` by itself (off by default)."""
+    settings = gw.config.ops.auto_pull
+    return settings.enabled and any(fnmatchcase(model, pattern) for pattern in settings.models)
+
+
+async def auto_pull(gw: Gateway, upstream: Upstream, model: str) -> AutoPull:
+    """After a "model not found" from an Ollama backend: pull it (once) and wait, within the timeout."""
+    if upstream.kind != "ollama" or not allowed(gw, model):
+        return AutoPull(ready=False)
+    key = (upstream.name, model)
+    recent = gw.pulls.progress.get(key)
+    if (recent is not None and recent.state != "pulling" and recent.finished_at is not None
+            and time.time() - recent.finished_at < _RECENT):
+        # ended a moment ago: this request's 404 crossed the pull's end (or the pull just failed)
+        if recent.state == "done":
+            return AutoPull(ready=True)
+        return AutoPull(ready=False, note=f"auto-pull failed: {recent.error}")
+    progress = start_pull(gw, upstream, model, trigger="auto")
+    task = gw.pulls.tasks.get(key)
+    timeout = gw.config.ops.auto_pull.timeout
+    if task is not None:
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout)
+        except TimeoutError:
+            log.warning("auto-pull of %s on %s still running after %.1fs; falling back", model, upstream.name,
+                        timeout)
+            return AutoPull(ready=False, note=f"auto-pull of {model} on {upstream.name} did not finish within "
+                                              f"{timeout:g}s; it continues in the background")
+    if progress.state == "done":
+        return AutoPull(ready=True)
+    return AutoPull(ready=False, note=f"auto-pull failed: {progress.error}")
