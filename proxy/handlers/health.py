@@ -1,4 +1,4 @@
-"""Liveness and readiness: both cheap, both open to orchestrators without credentials."""
+"""Liveness, and the readiness rule that ``/readyz`` (handlers/status.py) applies: both cheap."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from proxy.gateway import Gateway
 from proxy.handlers.common import json_response
 from proxy.keys import GATEWAY
 
-__all__ = ["healthz", "readyz", "readiness"]
+__all__ = ["healthz", "readiness"]
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:
@@ -32,8 +32,3 @@ def readiness(gw: Gateway) -> tuple[bool, dict[str, object]]:
             ready = False
     return ready, routes
 
-
-async def readyz(request: web.Request) -> web.StreamResponse:
-    ready, routes = readiness(request.app[GATEWAY])
-    return json_response({"status": "ready" if ready else "not_ready", "routes": routes},
-                         status=200 if ready else 503)
