@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["Gateway", "BackendHealth", "new_request_id"]
 
 log = logging.getLogger("proxy.gateway")
+_QUIET_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/metrics"})
 
 
 def new_request_id() -> str:
@@ -166,7 +167,13 @@ class Gateway:
         if ctx.in_flight and self.metrics is not None:
             ctx.in_flight = False
             self.metrics.request_finished(ctx.route)
-        if self.metrics is not None and ctx.plan is not None:
+        if ctx.endpoint in _QUIET_PATHS:
+            return  # probes and scrapes would drown the request log
+        if self.metrics is not None and ctx.plan is None:
+            if ctx.endpoint.startswith("/v1/"):  # rejected before routing: bad request, auth, unknown model
+                self.metrics.observe_request("-", "-", "-", ctx.outcome, ctx.status, duration=duration,
+                                             upstream_wait=0.0)
+        elif self.metrics is not None and ctx.plan is not None:
             backend = ctx.backend or "-"
             model = self.model_label(ctx)
             price = None
@@ -180,16 +187,7 @@ class Gateway:
                 completion_tokens=ctx.completion_tokens, ollama_timings=timings,  # type: ignore[arg-type]
                 cloud_price=price)
             self.metrics.split_arm(ctx.route, ctx.plan.attempts[0].target.label())
-            # ctx.path has one entry per try, retries included: a fallback goes to the first entry
-            # after the failed backend's last consecutive try, not to path[i + 1].
-            path, j = ctx.path, 0
-            for failed, reason in ctx.fallbacks:
-                while j < len(path) and path[j].split(":", 1)[0] != failed:
-                    j += 1
-                while j + 1 < len(path) and path[j + 1] == path[j]:
-                    j += 1
-                j += 1
-                to = path[j].split(":", 1)[0] if j < len(path) else "-"
+            for failed, reason, to in ctx.fallbacks:
                 self.metrics.fallback(ctx.route, failed, to, reason)
         if self.request_log is not None:
             self.request_log.write(self._log_record(ctx, duration))
@@ -266,7 +264,7 @@ class Gateway:
 
     def on_fallback(self, ctx: RequestContext, backend: str, outcome: Outcome) -> None:
         log.info("request %s: backend %s failed (%s), falling back", ctx.request_id, backend, outcome.value)
-        ctx.fallbacks.append((backend, outcome.value))
+        ctx.fallbacks.append((backend, outcome.value, "-"))  # run_plan fills in the destination
 
 
 _ADMIN = Credential(name="admin")

@@ -45,7 +45,7 @@ class RequestContext:
     backend: str | None = None
     model: str | None = None  # the model name on the backend that served it
     path: list[str] = field(default_factory=list)  # "backend:model" per attempt made
-    fallbacks: list[tuple[str, str]] = field(default_factory=list)  # (failed backend, outcome)
+    fallbacks: list[tuple[str, str, str]] = field(default_factory=list)  # (failed, outcome, to backend or "-")
     outcome: str = "ok"
     status: int = 200
     upstream_wait: float = 0.0  # seconds blocked on backends (total minus this = gateway overhead)
@@ -84,6 +84,9 @@ async def run_plan(
             last = last or ServiceUnavailableError(
                 f"no healthy backend for route {route.name} (circuit open)", code="no_backend_available")
             continue
+        if ctx.fallbacks and ctx.fallbacks[-1][2] == "-":
+            failed, reason, _ = ctx.fallbacks[-1]
+            ctx.fallbacks[-1] = (failed, reason, upstream.name)  # where the fallback went
         retry_number = 0
         pulled = False  # at most one auto-pull per attempt
         while True:

@@ -159,6 +159,14 @@ def _translate(exc: BaseException, backend: str, *, in_body: bool) -> BaseExcept
     if isinstance(exc, aiohttp.ClientPayloadError) or (in_body and isinstance(exc, aiohttp.ClientError)):
         return UpstreamBrokenStreamError(f"backend {backend} closed the answer before it was complete",
                                          outcome=Outcome.BROKEN_STREAM, backend=backend)
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):  # before its base ClientConnectorError
+        # a fixed text: the verifier's own message names the address the certificate did not match
+        return UpstreamUnavailableError(f"backend {backend} failed TLS certificate verification "
+                                        "(for a private CA, set the backend's ca_bundle)",
+                                        outcome=Outcome.CONNECT, backend=backend)
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return UpstreamUnavailableError(f"backend {backend} is unreachable (TLS handshake failed)",
+                                        outcome=Outcome.CONNECT, backend=backend)
     if isinstance(exc, aiohttp.ClientConnectorError):
         # os.strerror: the errno's text only; the exception's own text names the address
         errno = exc.os_error.errno if exc.os_error else None
