@@ -143,12 +143,13 @@ class Config:
 
 def _url(value: object, path: str) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"must be a string (got {value!r})")
+        raise ValueError(f"must be a string (got a {type(value).__name__})")
     parts = urlsplit(value)
+    if "@" in parts.netloc:
+        # never echo the value: it may carry a password
+        raise ValueError("must not contain credentials; use username/password or api_key with ${VAR}")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"must be an http:// or https:// URL with a host (got {value!r})")
-    if parts.username or parts.password:
-        raise ValueError("must not contain credentials; use username/password or api_key with ${VAR}")
     return value.rstrip("/")
 
 
