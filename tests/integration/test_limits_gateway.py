@@ -139,27 +139,51 @@ async def test_configured_body_limit_counts_the_bytes_actually_read(fake_ollama,
 
 # -- slow clients, big headers, many connections ------------------------------------------------------
 
+class _Collector(asyncio.Protocol):
+    """Keeps every byte received, even when a reset follows (a StreamReader would raise instead)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.closed: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(exc)
+
+
 async def raw_exchange(port: int, head: bytes, trickle: bytes, every: float, deadline: float = 5.0) -> tuple[bytes, float]:
-    """Send ``head`` then ``trickle`` one byte per ``every`` seconds; return all read until EOF."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    """Send ``head`` then ``trickle`` one byte per ``every`` seconds until the server hangs up.
+
+    Returns what was received and how long until the connection ended. The server closing while we
+    still send may end in a reset (our next byte hits a closed socket): what arrived before counts.
+    """
+    transport, client = await asyncio.get_running_loop().create_connection(_Collector, "127.0.0.1", port)
     started = time.perf_counter()
-    writer.write(head)
+    transport.write(head)
 
     async def dribble() -> None:
         for byte in trickle:
             await asyncio.sleep(every)
-            writer.write(bytes([byte]))
-            await writer.drain()
+            if transport.is_closing():
+                return
+            transport.write(bytes([byte]))
 
     task = asyncio.create_task(dribble())
     try:
-        answer = await asyncio.wait_for(reader.read(), deadline)  # read() returns at EOF only
+        await asyncio.wait_for(asyncio.shield(client.closed), deadline)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        writer.close()
-        await asyncio.gather(writer.wait_closed(), return_exceptions=True)
-    return answer, time.perf_counter() - started
+        transport.close()
+    return bytes(client.data), time.perf_counter() - started
 
 
 def port_of(url: str) -> int:

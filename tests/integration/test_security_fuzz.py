@@ -23,8 +23,17 @@ ENDPOINTS = {
     "/v1/completions": completion_bodies,
     "/v1/embeddings": embedding_bodies,
 }
-# mostly well-formed-looking bodies with a routable model, some anything-goes JSON, some raw bytes
+# requests a client could really send: valid shapes with well-typed optional fields (mostly 200s)
+plausible_chat = st.fixed_dictionaries(
+    {"model": MODELS, "messages": st.lists(st.fixed_dictionaries({
+        "role": st.sampled_from(["system", "user", "assistant"]), "content": st.text(max_size=30)}), min_size=1, max_size=3)},
+    optional={"temperature": st.floats(0, 2), "top_p": st.floats(0, 1), "max_tokens": st.integers(1, 512),
+              "stream": st.booleans(), "seed": st.integers(0, 2**31), "stop": st.lists(st.text(max_size=5), max_size=4),
+              "user": st.text(max_size=10), "options": st.fixed_dictionaries({"num_ctx": st.integers(256, 8192)})},
+).map(lambda b: ("/v1/chat/completions", orjson.dumps(b)))
+# plausible bodies, bodies built field by field from anything JSON, any JSON at all, raw bytes
 bodies = st.one_of(
+    plausible_chat,
     *(st.tuples(st.just(path), strategy.flatmap(lambda b: MODELS.map(lambda m, b=b: orjson.dumps({**b, "model": m}))))
       for path, strategy in ENDPOINTS.items()),
     st.tuples(st.sampled_from(list(ENDPOINTS)), json_values.map(orjson.dumps)),

@@ -19,7 +19,7 @@ FUZZ = settings(max_examples=200, deadline=None, database=None, suppress_health_
 
 # JSON scalars, including the awkward ones: huge and negative numbers, NaN-free floats, lone
 # surrogates are impossible in JSON from orjson, so text is any valid unicode
-scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64)
+scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1)
            | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20))
 json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
                            | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=20)
@@ -65,7 +65,7 @@ completion_bodies = st.fixed_dictionaries({}, optional={
     "raw": json_values,
 }) | st.dictionaries(st.text(max_size=10), json_values, max_size=6)
 embedding_bodies = st.fixed_dictionaries({}, optional={
-    "model": json_values, "input": st.text(max_size=10) | st.lists(st.text(max_size=5) | st.integers(), max_size=3)
+    "model": json_values, "input": st.text(max_size=10) | st.lists(st.text(max_size=5) | st.integers(0, 2**31), max_size=3)
     | json_values, "encoding_format": st.sampled_from(["float", "base64", "x"]) | json_values,
     "dimensions": json_values, "options": json_values, "keep_alive": json_values,
 }) | st.dictionaries(st.text(max_size=10), json_values, max_size=6)
