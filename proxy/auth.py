@@ -254,7 +254,8 @@ class Authenticator:
         self.enabled, self.admin_enabled = bool(self._clients), bool(self._admin)
         self.uses_hashes = any(c[4] is not None for c in self._clients + self._admin)
 
-    def authenticate(self, authorization: str | None, x_api_key: str | None) -> Credential | None:
+    def authenticate(self, authorization: str | None, x_api_key: str | None, *,
+                     scrypt: bool = True) -> Credential | None:
         """The client credential matching the headers, or None (also when auth is disabled).
 
         Accepts ``Authorization: Bearer <key>``, ``Authorization: Basic <base64 user:password>``
@@ -262,14 +263,14 @@ class Authenticator:
         ``Authorization`` is present ``x-api-key`` is ignored. Malformed headers give None.
         """
         presented = _presented(authorization, x_api_key)
-        return self._match(False, *presented) if presented else None
+        return self._match(False, *presented, scrypt=scrypt) if presented else None
 
-    def authenticate_admin(self, authorization: str | None, x_api_key: str | None) -> bool:
+    def authenticate_admin(self, authorization: str | None, x_api_key: str | None, *, scrypt: bool = True) -> bool:
         """Whether the headers carry the admin credential (False when none is configured)."""
         presented = _presented(authorization, x_api_key)
-        return presented is not None and self._match(True, *presented) is not None
+        return presented is not None and self._match(True, *presented, scrypt=scrypt) is not None
 
-    def _match(self, admin: bool, username: str | None, secret: str) -> Credential | None:
+    def _match(self, admin: bool, username: str | None, secret: str, *, scrypt: bool = True) -> Credential | None:
         checks, tag = (self._admin, b"admin") if admin else (self._clients, b"client")
         secret_d = _sha(secret)
         user_d = _NO_USER if username is None else _sha(username)
@@ -287,6 +288,8 @@ class Authenticator:
             if (found := self._cache.pop(cache_key, None)) is not None:
                 self._cache[cache_key] = found  # re-insert: now the most recently used
                 return found
+        if not scrypt:
+            return None
         for credential, is_key, user, _, encoded in hashed:  # one scrypt each that can match, no exit
             if encoded is not None and (is_key or username is not None):
                 ok = verify_secret(secret, encoded) & (hmac.compare_digest(user_d, user) | is_key)

@@ -8,7 +8,6 @@ state are plain values updated by the pure ``policies`` functions.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import math
 import random
@@ -87,7 +86,6 @@ class Gateway:
         """Adopt a (re)loaded config: auth is rebuilt from it; rate-limit state carries over."""
         self.config = config
         self.authenticator = Authenticator(config.auth)
-        self._plain_authenticator = Authenticator(_plaintext_only(config.auth))
         if self.image_fetcher is not None:
             self.image_fetcher.config = config.image_fetch
         self.www_authenticate = www_authenticate(config.auth.realm)
@@ -108,15 +106,15 @@ class Gateway:
                            *, admin: bool = False) -> Credential | None:
         """The caller's credential (or, with ``admin``, a marker credential when the admin one matches).
 
-        Plaintext secrets are checked inline (sha256 + compare_digest, microseconds). Only when
-        they do not match and hashed secrets exist does the full check, which may run scrypt,
-        go to ``auth_executor``, so the event loop never waits on scrypt.
+        Plaintext secrets and hashed ones verified before (a cache) are checked inline: sha256 +
+        compare_digest, microseconds. Only a miss with hashed secrets configured goes to
+        ``auth_executor`` for scrypt, so the event loop never waits on scrypt.
         """
-        plain, full = self._plain_authenticator, self.authenticator
-        found = _check(plain, admin, authorization, x_api_key)
-        if found is None and full.uses_hashes:
+        auth = self.authenticator
+        found = _check(auth, admin, authorization, x_api_key, scrypt=False)
+        if found is None and auth.uses_hashes:
             loop = asyncio.get_running_loop()
-            found = await loop.run_in_executor(self.auth_executor, _check, full, admin, authorization, x_api_key)
+            found = await loop.run_in_executor(self.auth_executor, _check, auth, admin, authorization, x_api_key)
         return found
 
     def model_allowed(self, credential: Credential, model: str) -> bool:
@@ -270,14 +268,10 @@ class Gateway:
 _ADMIN = Credential(name="admin")
 
 
-def _check(auth: Authenticator, admin: bool, authorization: str | None, x_api_key: str | None) -> Credential | None:
+def _check(auth: Authenticator, admin: bool, authorization: str | None, x_api_key: str | None,
+           scrypt: bool = True) -> Credential | None:
     if admin:
-        return _ADMIN if auth.authenticate_admin(authorization, x_api_key) else None
-    return auth.authenticate(authorization, x_api_key)
+        return _ADMIN if auth.authenticate_admin(authorization, x_api_key, scrypt=scrypt) else None
+    return auth.authenticate(authorization, x_api_key, scrypt=scrypt)
 
 
-def _plaintext_only(config: AuthConfig) -> AuthConfig:
-    """The same auth section without its hashed entries (those that would cost a scrypt)."""
-    admin = config.admin if config.admin is not None and config.admin.secret_hash is None else None
-    return dataclasses.replace(config, admin=admin,
-                               credentials=tuple(e for e in config.credentials if e.secret_hash is None))

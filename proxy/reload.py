@@ -85,6 +85,9 @@ def _check_ca_bundles(config: Config) -> None:
 def _warn_restart_only(before: Config, after: Config) -> None:
     b, a = before.server, after.server
     for what, old, new in (("server.host/port/workers", (b.host, b.port, b.workers), (a.host, a.port, a.workers)),
+                           ("server.max_body_mb/max_connections/keepalive_timeout",
+                            (b.max_body_bytes, b.max_connections, b.keepalive_timeout),
+                            (a.max_body_bytes, a.max_connections, a.keepalive_timeout)),
                            ("logging", before.logging, after.logging),
                            ("metrics.enabled", before.metrics.enabled, after.metrics.enabled)):
         if old != new:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import logging
 import os
 import ssl
@@ -42,6 +43,7 @@ __all__ = ["Upstream", "UpstreamResponse", "open_upstreams", "close_upstreams"]
 
 log = logging.getLogger("proxy.upstream")
 _ERROR_BODY_LIMIT = 64 * 1024
+_LARGE_BODY = 1024 * 1024  # aiohttp wants bigger bodies (images) as a stream, not raw bytes
 
 
 def _ssl_context(cfg: BackendConfig) -> ssl.SSLContext | bool:
@@ -206,7 +208,8 @@ class Upstream:
         wait = first_byte if first_byte is not None else self._timeouts[0]
         try:
             async with asyncio.timeout(wait):
-                resp = await self.session.request(method, url, data=body, headers=self._headers,
+                data = io.BytesIO(body) if body is not None and len(body) > _LARGE_BODY else body
+                resp = await self.session.request(method, url, data=data, headers=self._headers,
                                                   ssl=self._ssl, allow_redirects=False)
         except BaseException as exc:
             raise _translate(exc, self.name, in_body=False) from None
