@@ -74,15 +74,16 @@ def record(state: BreakerState, settings: BreakerSettings, now: float, *, succes
         return CLOSED if success else _opened(now)
     consecutive = 0 if success else state.consecutive + 1
     buckets = _add(state.buckets, settings, now, failed=not success)
-    requests = sum(b[1] for b in buckets)
-    failures = sum(b[2] for b in buckets)
     # Only a failure can open the breaker: a success never makes a backend look worse.
-    if not success and (
-        consecutive >= settings.failures
-        or (requests >= settings.min_requests and failures >= settings.ratio * requests)
-    ):
-        return _opened(now)
-    return replace(state, consecutive=consecutive, buckets=buckets)
+    if not success:
+        requests = sum(b[1] for b in buckets)
+        failures = sum(b[2] for b in buckets)
+        if consecutive >= settings.failures or (
+            requests >= settings.min_requests and failures >= settings.ratio * requests
+        ):
+            return _opened(now)
+    # closed stays closed: built directly, as this runs once per request (replace() is slow)
+    return BreakerState(consecutive=consecutive, buckets=buckets)
 
 
 def _opened(now: float) -> BreakerState:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from proxy.config import Config
+from proxy.logs import RequestLog
 from proxy.cors import install_cors
 from proxy.gateway import Gateway
 from proxy.handlers.embeddings import embeddings
@@ -59,20 +60,28 @@ def create_app(config: Config, *, rng: random.Random | None = None, health_check
     gw = Gateway(config, {}, rng=rng)
     app[GATEWAY] = gw
     gw.image_fetcher = ImageFetcher(config.image_fetch, resolver=image_resolver)
-    install_cors(app, lambda: gw.config.server.cors_origins)
+    if config.server.cors_origins:  # off: no middleware, no per-response hook on the hot path
+        install_cors(app, lambda: gw.config.server.cors_origins)
     if config.metrics.enabled:
         from proxy.metrics import Metrics
 
         gw.metrics = Metrics(multiprocess_dir=multiprocess_dir)
 
-    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        log_file = None
-        if config.logging.requests:
-            from proxy.logs import RequestLog
+    async def request_log(app: web.Application) -> AsyncIterator[None]:
+        """The access log: buffered, flushed once per event-loop pass and after the last request."""
+        if not config.logging.requests:
+            yield
+            return
+        log_file = open(config.logging.file, "ab") if config.logging.file else None  # noqa: SIM115
+        gw.request_log = log = RequestLog(log_file or sys.stdout, fmt=config.logging.format,  # type: ignore[arg-type]
+                                          include_prompts=config.logging.include_prompts,
+                                          flush_soon=asyncio.get_running_loop().call_soon)
+        yield
+        log.flush()
+        if log_file is not None:
+            log_file.close()
 
-            log_file = open(config.logging.file, "ab") if config.logging.file else None  # noqa: SIM115
-            gw.request_log = RequestLog(log_file or sys.stdout, fmt=config.logging.format,  # type: ignore[arg-type]
-                                        include_prompts=config.logging.include_prompts)
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         gw.adopt_upstreams(open_upstreams(config.backends))
         task = asyncio.create_task(health_loop(gw)) if health_checks else None
         warmup = start_warmup(gw)  # in the background: the gateway serves meanwhile, /readyz waits
@@ -93,9 +102,8 @@ def create_app(config: Config, *, rng: random.Random | None = None, health_check
         await close_upstreams(gw.upstreams)
         await gw.image_fetcher.close()
         gw.auth_executor.shutdown(wait=False, cancel_futures=True)
-        if log_file is not None:
-            log_file.close()
 
+    app.cleanup_ctx.append(request_log)  # first in, last out: it outlives the requests it records
     app.cleanup_ctx.append(lifecycle)
     r = app.router
     r.add_post("/v1/chat/completions", chat_completions)

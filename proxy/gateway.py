@@ -227,6 +227,16 @@ class Gateway:
     def pick_upstream(self, attempt: Attempt) -> Upstream | None:
         """Choose the backend for ``attempt`` among its pool, honouring breakers, health and load."""
         candidates = attempt.target.backends
+        if len(candidates) == 1:  # the common case, without the pool arithmetic
+            name = candidates[0]
+            upstream = self.upstreams.get(name)
+            if upstream is None:
+                return None
+            state = self.breakers.get(name, CLOSED)
+            if state.state == "closed":
+                return upstream
+            ok, self.breakers[name] = allow(state, self.config.policy.breaker, self.clock())
+            return upstream if ok else None
         refused = {name for name in candidates if self.breaker_refuses(name)}
         down = {name for name in candidates if self.health.get(name, BackendHealth()).up is False}
         outstanding = {name: self.upstreams[name].outstanding for name in candidates if name in self.upstreams}

@@ -53,7 +53,8 @@ class RequestLog:
     """Writes one line per finished request to ``stream`` as JSON (orjson) or aligned text."""
 
     def __init__(self, stream: IO[str] | IO[bytes], *, fmt: LogFormat, include_prompts: bool = False,
-                 flush: bool = True, clock: Callable[[], float] = time.time) -> None:
+                 flush: bool = True, clock: Callable[[], float] = time.time,
+                 flush_soon: Callable[[Callable[[], None]], object] | None = None) -> None:
         if fmt not in ("json", "text"):
             raise ValueError(f"log format must be 'json' or 'text', got {fmt!r}")
         self._stream = stream
@@ -61,6 +62,10 @@ class RequestLog:
         self._fmt = fmt
         self._include_prompts = include_prompts
         self._flush = flush
+        # With flush_soon (e.g. loop.call_soon) lines are flushed once per event-loop pass: prompt,
+        # yet a burst of requests finishing together shares one write.
+        self._flush_soon = flush_soon
+        self._flush_pending = False
         self._clock = clock
         self._second, self._prefix = -1, ""  # formatted-second cache: one strftime per second
 
@@ -83,8 +88,17 @@ class RequestLog:
             self._emit(b'{"ts":"' + stamp.encode() + (b'",' if len(body) > 3 else b'"') + body[1:])
         else:
             self._emit(_text_line(stamp, record).encode())
-        if self._flush:
+        if self._flush_soon is not None:
+            if not self._flush_pending:
+                self._flush_pending = True
+                self._flush_soon(self.flush)
+        elif self._flush:
             self._stream.flush()
+
+    def flush(self) -> None:
+        """Push buffered lines out."""
+        self._flush_pending = False
+        self._stream.flush()
 
     def _stamp(self, ts: float) -> str:
         """ISO-8601 UTC with milliseconds, reusing the formatted second."""

@@ -89,6 +89,8 @@ def _warn_restart_only(before: Config, after: Config) -> None:
                             (b.max_body_bytes, b.max_connections, b.keepalive_timeout),
                             (a.max_body_bytes, a.max_connections, a.keepalive_timeout)),
                            ("logging", before.logging, after.logging),
+                           ("server.cors_origins (CORS was off at start)",
+                            bool(b.cors_origins), bool(b.cors_origins or a.cors_origins)),
                            ("metrics.enabled", before.metrics.enabled, after.metrics.enabled)):
         if old != new:
             log.warning("config reload: changes to %s take effect only after a restart", what)

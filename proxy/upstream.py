@@ -217,6 +217,33 @@ class Upstream:
             return UpstreamResponse(resp, self.name, self._timeouts)
         raise await self._status_error(resp, model)
 
+    async def fetch(self, method: str, path: str, body: bytes | None = None, *, model: str | None = None) -> bytes:
+        """Send a request and read the whole 2xx answer (non-streamed calls).
+
+        One timer serves both phases: ``first_byte`` until the answer starts, then re-armed for
+        ``read``; a non-2xx answer raises the same ProxyError as ``send``.
+        """
+        loop = asyncio.get_running_loop()
+        first, _, read = self._timeouts
+        resp: aiohttp.ClientResponse | None = None
+        in_body = False
+        try:
+            async with asyncio.timeout_at(loop.time() + first) as deadline:
+                data = io.BytesIO(body) if body is not None and len(body) > _LARGE_BODY else body
+                resp = await self.session.request(method, self.cfg.url + path, data=data, headers=self._headers,
+                                                  ssl=self._ssl, allow_redirects=False)
+                if resp.status < 300:
+                    in_body = True
+                    deadline.reschedule(loop.time() + read)
+                    raw = await resp.read()
+        except BaseException as exc:
+            if resp is not None:
+                resp.close()
+            raise _translate(exc, self.name, in_body=in_body) from None
+        if resp.status >= 300:
+            raise await self._status_error(resp, model)
+        return raw
+
     async def _status_error(self, resp: aiohttp.ClientResponse, model: str | None) -> ProxyError:
         try:
             async with asyncio.timeout(self._timeouts[1]):

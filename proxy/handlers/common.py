@@ -13,14 +13,21 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
+from policies.outcome import Outcome
 from policies.plan import plan, resolve_route, sticky_key
-from proxy.errors import InvalidRequestError, ModelNotFoundError, PayloadTooLargeError, PermissionDeniedError
+from proxy.errors import (
+    InvalidRequestError,
+    ModelNotFoundError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    UpstreamBrokenStreamError,
+)
 from proxy.jsonio import JSONDecodeError, dumps, loads
 from proxy.keys import CREDENTIAL, CTX, GATEWAY
 from proxy.router import RequestContext
 from proxy.translate.fields import require_str
 
-__all__ = ["read_body", "begin", "response_headers", "json_response", "created_now"]
+__all__ = ["read_body", "begin", "response_headers", "json_response", "json_answer", "created_now"]
 
 
 def created_now() -> int:
@@ -34,8 +41,11 @@ async def read_body(request: web.Request) -> dict[str, object]:
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLargeError(f"Request body is larger than the limit of {limit} bytes.")
     try:
-        async with asyncio.timeout(gw.config.server.body_timeout):
+        if request.content.is_eof():  # the whole body already arrived with the headers: no timer needed
             raw = await request.read()
+        else:
+            async with asyncio.timeout(gw.config.server.body_timeout):
+                raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLargeError(f"Request body is larger than the limit of {limit} bytes.") from None
     except TimeoutError:
@@ -98,3 +108,15 @@ def response_headers(request: web.Request, ctx: RequestContext) -> dict[str, str
 
 def json_response(payload: object, headers: Mapping[str, str] | None = None, status: int = 200) -> web.Response:
     return web.Response(body=dumps(payload), status=status, content_type="application/json", headers=headers)
+
+
+def json_answer(raw: bytes, backend: str) -> dict[str, object]:
+    """A backend's whole JSON answer; anything else is a broken answer (a fallback may follow)."""
+    try:
+        answer = loads(raw)
+    except JSONDecodeError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise UpstreamBrokenStreamError(f"backend {backend} sent an answer that is not a JSON object",
+                                        outcome=Outcome.BROKEN_STREAM, backend=backend)
+    return answer

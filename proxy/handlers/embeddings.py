@@ -7,7 +7,7 @@ import time
 from aiohttp import web
 
 from policies.model import Attempt
-from proxy.handlers.common import begin, json_response, read_body, response_headers
+from proxy.handlers.common import begin, json_answer, json_response, read_body, response_headers
 from proxy.jsonio import dumps
 from proxy.keys import GATEWAY
 from proxy.router import run_plan
@@ -28,19 +28,15 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     async def call(attempt: Attempt, upstream: Upstream) -> web.StreamResponse:
         t0 = time.perf_counter()
         if upstream.kind == "openai":
-            resp = await upstream.send("POST", "/embeddings", dumps({**body, "model": attempt.model}),
+            raw = await upstream.fetch("POST", "/embeddings", dumps({**body, "model": attempt.model}),
                                        model=attempt.model)
-            raw = await resp.read()
             ctx.upstream_wait += time.perf_counter() - t0
-            return web.Response(body=raw, status=resp.status, content_type="application/json",
-                                headers=response_headers(request, ctx))
+            return web.Response(body=raw, content_type="application/json", headers=response_headers(request, ctx))
         native = embedding_request_to_ollama(body, model=attempt.model, default_options=route.options,
                                              default_keep_alive=route.keep_alive)
-        resp = await upstream.send("POST", "/api/embed", dumps(native), model=attempt.model)
-        answer = await resp.json()
+        raw = await upstream.fetch("POST", "/api/embed", dumps(native), model=attempt.model)
         ctx.upstream_wait += time.perf_counter() - t0
-        if not isinstance(answer, dict):
-            answer = {}
+        answer = json_answer(raw, upstream.name)
         out = ollama_embed_to_openai(answer, model=ctx.client_model, encoding=encoding)
         ctx.prompt_tokens = out["usage"]["prompt_tokens"]  # type: ignore[index]
         ctx.timings = {k: v for k, v in answer.items() if k != "embeddings"}

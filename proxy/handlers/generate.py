@@ -17,7 +17,7 @@ from aiohttp import web
 from policies.model import Attempt
 from proxy.errors import InvalidRequestError
 from proxy.gateway import Gateway
-from proxy.handlers.common import begin, created_now, json_response, read_body, response_headers
+from proxy.handlers.common import begin, created_now, json_answer, json_response, read_body, response_headers
 from proxy.imagefetch import ImageFetchError
 from proxy.jsonio import JSONDecodeError, dumps, loads
 from proxy.keys import GATEWAY
@@ -79,24 +79,23 @@ async def _generate(request: web.Request, endpoint: _Endpoint) -> web.StreamResp
             native = endpoint.to_ollama(body, model=attempt.model, default_options=route.options,
                                         default_keep_alive=route.keep_alive)
             payload = translated[attempt.model] = dumps(native)
-        t0 = time.perf_counter()
-        resp = await upstream.send("POST", endpoint.ollama_path, payload, model=attempt.model)
-        ctx.upstream_wait += time.perf_counter() - t0
         extras = _extras(endpoint, body)
+        t0 = time.perf_counter()
         if ctx.stream:
+            resp = await upstream.send("POST", endpoint.ollama_path, payload, model=attempt.model)
+            ctx.upstream_wait += time.perf_counter() - t0
             options = body.get("stream_options")
             include_usage = isinstance(options, dict) and options.get("include_usage") is True
             translator = endpoint.stream_cls(completion_id=completion_id, created=created, model=ctx.client_model,
                                              include_usage=include_usage, **extras)
             translator.keep_text = keep_text
             return await relay_ollama_stream(request, ctx, resp, translator, response_headers(request, ctx))
-        t0 = time.perf_counter()
-        native_answer = await resp.json()
+        native_answer = json_answer(await upstream.fetch("POST", endpoint.ollama_path, payload, model=attempt.model),
+                                     upstream.name)
         ctx.upstream_wait += time.perf_counter() - t0
         error = ollama_error_line(native_answer, upstream.name)
         if error is not None:
             raise error
-        assert isinstance(native_answer, dict)
         out = endpoint.from_ollama(native_answer, completion_id=completion_id, created=created,
                                    model=ctx.client_model, **extras)
         usage = out["usage"]
@@ -144,16 +143,14 @@ async def _call_openai(request: web.Request, ctx: RequestContext, body: Mapping[
                        attempt: Attempt, upstream: Upstream, endpoint: _Endpoint) -> web.StreamResponse:
     payload = dumps({**body, "model": attempt.model})
     t0 = time.perf_counter()
-    resp = await upstream.send("POST", endpoint.openai_path, payload, model=attempt.model)
-    ctx.upstream_wait += time.perf_counter() - t0
     if ctx.stream:
+        resp = await upstream.send("POST", endpoint.openai_path, payload, model=attempt.model)
+        ctx.upstream_wait += time.perf_counter() - t0
         return await relay_openai_stream(request, ctx, resp, response_headers(request, ctx))
-    t0 = time.perf_counter()
-    raw = await resp.read()
+    raw = await upstream.fetch("POST", endpoint.openai_path, payload, model=attempt.model)
     ctx.upstream_wait += time.perf_counter() - t0
     _count_openai_usage(ctx, raw)
-    return web.Response(body=raw, status=resp.status, content_type="application/json",
-                        headers=response_headers(request, ctx))
+    return web.Response(body=raw, content_type="application/json", headers=response_headers(request, ctx))
 
 
 def _count_openai_usage(ctx: RequestContext, raw: bytes) -> None:
