@@ -68,14 +68,14 @@ def create_app(config: Config, *, rng: random.Random | None = None, health_check
         gw.metrics = Metrics(multiprocess_dir=multiprocess_dir)
 
     async def request_log(app: web.Application) -> AsyncIterator[None]:
-        """The access log: buffered, flushed once per event-loop pass and after the last request."""
+        """The access log: buffered, flushes coalesced under load (see RequestLog), flushed at the end."""
         if not config.logging.requests:
             yield
             return
         log_file = open(config.logging.file, "ab") if config.logging.file else None  # noqa: SIM115
         gw.request_log = log = RequestLog(log_file or sys.stdout, fmt=config.logging.format,  # type: ignore[arg-type]
                                           include_prompts=config.logging.include_prompts,
-                                          flush_soon=asyncio.get_running_loop().call_soon)
+                                          loop=asyncio.get_running_loop())
         yield
         log.flush()
         if log_file is not None:

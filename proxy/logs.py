@@ -13,6 +13,8 @@ completion_tokens, tokens_per_s, stream, method, path, and ``prompt``/``answer``
 
 from __future__ import annotations
 
+
+import asyncio
 import io
 import logging
 import re
@@ -49,12 +51,15 @@ def _default(value: object) -> object:
     return str(value)
 
 
+_FLUSH_EVERY = 0.05  # seconds
+
+
 class RequestLog:
     """Writes one line per finished request to ``stream`` as JSON (orjson) or aligned text."""
 
     def __init__(self, stream: IO[str] | IO[bytes], *, fmt: LogFormat, include_prompts: bool = False,
                  flush: bool = True, clock: Callable[[], float] = time.time,
-                 flush_soon: Callable[[Callable[[], None]], object] | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
         if fmt not in ("json", "text"):
             raise ValueError(f"log format must be 'json' or 'text', got {fmt!r}")
         self._stream = stream
@@ -62,10 +67,12 @@ class RequestLog:
         self._fmt = fmt
         self._include_prompts = include_prompts
         self._flush = flush
-        # With flush_soon (e.g. loop.call_soon) lines are flushed once per event-loop pass: prompt,
-        # yet a burst of requests finishing together shares one write.
-        self._flush_soon = flush_soon
+        # With a loop, flushes are coalesced: a line is flushed at once when the last flush is older
+        # than _FLUSH_EVERY (light load: lines appear immediately), else one flush is scheduled for
+        # then (heavy load: at most 1/_FLUSH_EVERY write syscalls a second, not one per request).
+        self._loop = loop
         self._flush_pending = False
+        self._last_flush = 0.0
         self._clock = clock
         self._second, self._prefix = -1, ""  # formatted-second cache: one strftime per second
 
@@ -88,16 +95,21 @@ class RequestLog:
             self._emit(b'{"ts":"' + stamp.encode() + (b'",' if len(body) > 3 else b'"') + body[1:])
         else:
             self._emit(_text_line(stamp, record).encode())
-        if self._flush_soon is not None:
+        if self._loop is not None:
             if not self._flush_pending:
-                self._flush_pending = True
-                self._flush_soon(self.flush)
+                if self._loop.time() - self._last_flush >= _FLUSH_EVERY:
+                    self.flush()
+                else:
+                    self._flush_pending = True
+                    self._loop.call_at(self._last_flush + _FLUSH_EVERY, self.flush)
         elif self._flush:
             self._stream.flush()
 
     def flush(self) -> None:
         """Push buffered lines out."""
         self._flush_pending = False
+        if self._loop is not None:
+            self._last_flush = self._loop.time()
         self._stream.flush()
 
     def _stamp(self, ts: float) -> str:

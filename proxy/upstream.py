@@ -113,28 +113,37 @@ class UpstreamResponse:
             raise UpstreamBrokenStreamError(f"backend {self._backend} sent a body that is not JSON",
                                             outcome=Outcome.BROKEN_STREAM, backend=self._backend) from None
 
-    def lines(self) -> AsyncIterator[bytes]:
-        """Non-empty lines as they arrive; the first within ``first_byte``, the rest within ``idle``."""
-        return self._pieces(self._resp.content.readline, skip_blank=True)
+    async def lines(self) -> AsyncIterator[bytes]:
+        """Non-empty NDJSON lines as they arrive; the first within ``first_byte``, the rest within ``idle``.
 
-    def chunks(self) -> AsyncIterator[bytes]:
-        """Raw body chunks as they arrive (for relaying an OpenAI-compatible SSE stream unchanged)."""
-        return self._pieces(self._resp.content.readany, skip_blank=False)
+        Split from ``readany()`` chunks (one Ollama line usually is one chunk) rather than aiohttp's
+        ``readline()``, which walks its buffer in Python for every line.
+        """
+        rest = b""
+        async for chunk in self.chunks():
+            if rest:
+                chunk = rest + chunk
+            *complete, rest = chunk.split(b"\n")
+            for line in complete:
+                if line:
+                    yield line
+        if rest.strip():
+            yield rest
 
-    async def _pieces(self, read: Callable[[], Awaitable[bytes]], *, skip_blank: bool) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Raw body chunks as they arrive (an OpenAI-compatible SSE stream is relayed unchanged)."""
+        read = self._resp.content.readany
         loop = asyncio.get_running_loop()
         idle = self._idle
         try:
             async with asyncio.timeout_at(loop.time() + self._first) as deadline:
                 while True:
-                    piece = await read()
-                    if not piece:
+                    chunk = await read()
+                    if not chunk:
                         break
-                    if not skip_blank or len(piece) > 1:
-                        # no deadline while the consumer holds the piece (a slow client is not a
-                        # silent backend): it is re-armed before the next read
-                        deadline.reschedule(None)
-                        yield piece
+                    # While the consumer holds the chunk the idle timer keeps running: a client too slow
+                    # to take a chunk within `idle` seconds is treated as gone. One re-arm per chunk.
+                    yield chunk
                     deadline.reschedule(loop.time() + idle)
         except GeneratorExit:
             self.close()

@@ -57,6 +57,9 @@ class ChatStream(_Stream):
         self.parallel_tool_calls = parallel_tool_calls
         self._role_sent = False
         self._tool_calls = 0
+        # the frame of a plain content token, around the JSON string: built once per stream
+        self._content_head = b"data: " + self._head + b',"choices":[{"index":0,"delta":{"content":'
+        self._content_tail = b'},"logprobs":null,"finish_reason":null}]' + self._usage_null + b"}\n\n"
         self.text_parts: list[str] = []  # kept only when the caller asks (debug prompt logging)
         self.keep_text = False
 
@@ -69,8 +72,16 @@ class ChatStream(_Stream):
                            + (dumps(lp) if lp else b"null") + b',"finish_reason":null}')
 
     def feed(self, obj: Mapping[str, object]) -> bytes:
-        out = b""
         message = obj.get("message")
+        if (self._role_sent and len(obj) <= 4 and isinstance(message, dict) and len(message) == 2
+                and not obj.get("done")):
+            content = message.get("content")
+            if content and isinstance(content, str):  # the common token line: {"role", "content"} only
+                self.has_output = True
+                if self.keep_text:
+                    self.text_parts.append(content)
+                return self._content_head + dumps(content) + self._content_tail
+        out = b""
         if isinstance(message, Mapping):
             content = message.get("content")
             thinking = message.get("thinking")

@@ -198,7 +198,11 @@ async def test_credential_name_not_secret_is_logged(fake_ollama, start_gateway, 
     await request(gw.url, headers={"Authorization": "Bearer " + ENV["ALICE_KEY"]})
     await request(gw.url, headers={"x-api-key": CAROL_KEY})
     await request(gw.url, headers={"x-api-key": "wrong-key-zzz"})
-    records = [orjson.loads(line) for line in log_file.read_bytes().splitlines() if line.strip()]
+    for _ in range(100):  # lines are flushed within 50 ms, not synchronously
+        records = [orjson.loads(line) for line in log_file.read_bytes().splitlines() if line.strip()]
+        if len(records) >= 3:
+            break
+        await asyncio.sleep(0.02)
     assert [r["credential"] for r in records] == ["alice", "carol", None]
     assert records[2]["status"] == 401
     text = log_file.read_text()
