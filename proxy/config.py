@@ -64,7 +64,7 @@ class BackendConfig:
     tls_verify: bool = True
     ca_bundle: str | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
-    max_connections: int = 256
+    max_connections: int = 1024  # pooled connections; beyond it requests wait for a free one
     health_interval: float = 10.0
 
     def __repr__(self) -> str:  # never show secrets
@@ -198,7 +198,7 @@ def _backends(root: Section, environ: Mapping[str, str]) -> tuple[BackendConfig,
             name=name, kind=kind or "ollama", url=url or "", username=username, password=password,
             api_key=api_key, tls_verify=s.bool("tls_verify", True), ca_bundle=s.str("ca_bundle", None),
             timeouts=_timeouts(s.mapping("timeouts")),
-            max_connections=s.number("max_connections", 256, minimum=1, integer=True),
+            max_connections=s.number("max_connections", 1024, minimum=1, integer=True),
             health_interval=s.number("health_interval", 10.0, minimum=0, exclusive_minimum=True),
         ))
         s.done()

@@ -193,8 +193,9 @@ def _translate(exc: BaseException, backend: str, *, in_body: bool) -> BaseExcept
 class Upstream:
     """One configured backend: its pooled session, precomputed headers and in-flight count."""
 
-    def __init__(self, cfg: BackendConfig, session: ClientSession) -> None:
+    def __init__(self, cfg: BackendConfig, session: ClientSession, probe_session: ClientSession | None = None) -> None:
         self.cfg = cfg
+        self.probe_session = probe_session or session
         self.name = cfg.name
         self.kind = cfg.kind
         self.session = session
@@ -226,7 +227,8 @@ class Upstream:
             return UpstreamResponse(resp, self.name, self._timeouts)
         raise await self._status_error(resp, model)
 
-    async def fetch(self, method: str, path: str, body: bytes | None = None, *, model: str | None = None) -> bytes:
+    async def fetch(self, method: str, path: str, body: bytes | None = None, *, model: str | None = None,
+                    first_byte: float | None = None, session: ClientSession | None = None) -> bytes:
         """Send a request and read the whole 2xx answer (non-streamed calls).
 
         One timer serves both phases: ``first_byte`` until the answer starts, then re-armed for
@@ -234,13 +236,16 @@ class Upstream:
         """
         loop = asyncio.get_running_loop()
         first, _, read = self._timeouts
+        if first_byte is not None:
+            first = read = first_byte
         resp: aiohttp.ClientResponse | None = None
         in_body = False
         try:
             async with asyncio.timeout_at(loop.time() + first) as deadline:
                 data = io.BytesIO(body) if body is not None and len(body) > _LARGE_BODY else body
-                resp = await self.session.request(method, self.cfg.url + path, data=data, headers=self._headers,
-                                                  ssl=self._ssl, allow_redirects=False)
+                resp = await (session or self.session).request(
+                    method, self.cfg.url + path, data=data, headers=self._headers, ssl=self._ssl,
+                    allow_redirects=False)
                 if resp.status < 300:
                     in_body = True
                     deadline.reschedule(loop.time() + read)
@@ -283,9 +288,17 @@ class Upstream:
         return InvalidRequestError(message, code="upstream_rejected", **common)
 
     async def get_json(self, path: str, *, timeout: float) -> object:
-        """A small GET (``/api/tags``, ``/api/ps``, ``/api/version``, ``/models``) read whole."""
-        resp = await self.send("GET", path, first_byte=timeout)
-        return await resp.json()
+        """A small GET (``/api/tags``, ``/api/ps``, ``/api/version``, ``/models``) read whole.
+
+        It goes through a small session of its own, so a pool full of long streams can neither
+        delay health checks nor make a busy backend look down.
+        """
+        raw = await self.fetch("GET", path, first_byte=timeout, session=self.probe_session)
+        try:
+            return loads(raw)
+        except JSONDecodeError:
+            raise UpstreamBrokenStreamError(f"backend {self.name} sent a body that is not JSON",
+                                            outcome=Outcome.BROKEN_STREAM, backend=self.name) from None
 
 
 def _ollama_message(raw: bytes) -> str:
@@ -302,8 +315,8 @@ def _ollama_message(raw: bytes) -> str:
     return ""
 
 
-def _connector(cfg: BackendConfig) -> aiohttp.TCPConnector:
-    return aiohttp.TCPConnector(limit=cfg.max_connections, limit_per_host=0, ttl_dns_cache=60,
+def _connector(cfg: BackendConfig, limit: int) -> aiohttp.TCPConnector:
+    return aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=60,
                                 keepalive_timeout=30.0)
 
 
@@ -313,12 +326,16 @@ def open_upstreams(backends: tuple[BackendConfig, ...]) -> dict[str, Upstream]:
     for cfg in backends:
         _ssl_context(cfg)  # fail on an unreadable ca_bundle before any session exists
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.timeouts.connect)
-        session = ClientSession(connector=_connector(cfg), timeout=timeout, auto_decompress=False,
-                                skip_auto_headers=("User-Agent",), raise_for_status=False)
-        out[cfg.name] = Upstream(cfg, session)
+        session = ClientSession(connector=_connector(cfg, cfg.max_connections), timeout=timeout,
+                                auto_decompress=False, skip_auto_headers=("User-Agent",), raise_for_status=False)
+        probes = ClientSession(connector=_connector(cfg, 4), timeout=timeout, auto_decompress=False,
+                               skip_auto_headers=("User-Agent",), raise_for_status=False)
+        out[cfg.name] = Upstream(cfg, session, probes)
     return out
 
 
 async def close_upstreams(upstreams: Mapping[str, Upstream]) -> None:
     for upstream in upstreams.values():
         await upstream.session.close()
+        if upstream.probe_session is not upstream.session:
+            await upstream.probe_session.close()

@@ -136,13 +136,13 @@ async def test_two_workers_report_every_request_on_each_scrape(start_fake, tmp_p
                 assert scraped[series("proxy_request_duration_seconds_count", route="chat", model="llama3.2",
                                       backend="local")] == 40.0
         assert len(local.fake.bodies("/api/chat")) == 40
-        # both workers append to one request log: 40 whole JSON lines, none interleaved
+        gateway.terminate()
+        assert await gateway.wait_exit(15) == 0
+        # both workers append to one request log (flushed at the latest on exit): 40 whole JSON lines
         records = [json.loads(line) for line in (tmp_path / "requests.log").read_text().splitlines()]
         chats = [r for r in records if r["path"] == "/v1/chat/completions"]
         assert [(r["status"], r["outcome"]) for r in chats] == [(200, "ok")] * 40
         assert len({r["request_id"] for r in chats}) == 40
-        gateway.terminate()
-        assert await gateway.wait_exit(15) == 0
     finally:
         gateway.kill()
 
