@@ -111,6 +111,7 @@ routes:
     targets: [{{backend: ollama-a, model: bench-model, weight: 50}}, {{backend: ollama-b, model: bench-model, weight: 50}}]
 auth:
   credentials: [{{name: bench, api_key: "${{BENCH_API_KEY}}"}}]
+  admin: {{api_key: "${{BENCH_API_KEY}}"}}  # the harness reads /metrics with the same key
 logging: {{requests: true, format: json, file: "{log_file}"}}
 metrics: {{enabled: true}}
 """
