@@ -77,6 +77,7 @@ class ServerConfig:
     port: int = 8080
     workers: int = 1
     max_body_bytes: int = 20 * MiB
+    header_timeout: float = 10.0  # a new connection must send its request headers within this
     body_timeout: float = 60.0  # a client must send its whole body within this
     keepalive_timeout: float = 75.0
     max_connections: int = 4096
@@ -215,6 +216,7 @@ def _server(s: Section) -> ServerConfig:
         port=s.number("port", d.port, minimum=0, maximum=65535, integer=True),
         workers=s.number("workers", d.workers, minimum=1, maximum=256, integer=True),
         max_body_bytes=int((max_body_mb or 20) * MiB),
+        header_timeout=s.number("header_timeout", d.header_timeout, minimum=0, exclusive_minimum=True),
         body_timeout=s.number("body_timeout", d.body_timeout, minimum=0, exclusive_minimum=True),
         keepalive_timeout=s.number("keepalive_timeout", d.keepalive_timeout, minimum=0, exclusive_minimum=True),
         max_connections=s.number("max_connections", d.max_connections, minimum=1, integer=True),

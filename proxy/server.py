@@ -2,7 +2,8 @@
 
 Handler cancellation is on: when a client disconnects, its handler is cancelled, which closes the
 upstream request at once (also while waiting for the first byte), so Ollama stops generating.
-At most ``server.max_connections`` connections are open at once (idle keep-alive ones and clients
+A new connection must deliver its first request's headers within ``server.header_timeout``
+seconds or it is closed (slowloris). At most ``server.max_connections`` connections are open at once (idle keep-alive ones and clients
 still sending their headers included); one more gets a 503 in OpenAI's shape and is closed.
 SIGTERM/SIGINT stop accepting, let in-flight requests and streams finish for up to
 ``server.shutdown_timeout`` seconds, then close. SIGHUP re-reads the config file (hot reload).
@@ -64,8 +65,8 @@ def _busy_response() -> bytes:
 class _Gate:
     """The listening socket's protocol factory: aiohttp's protocol for at most ``limit`` connections."""
 
-    def __init__(self, factory: web.Server, limit: int) -> None:
-        self.factory, self.limit = factory, limit
+    def __init__(self, factory: web.Server, limit: int, header_timeout: float) -> None:
+        self.factory, self.limit, self.header_timeout = factory, limit, header_timeout
         self.open = self.refusing = 0
         self.busy = _busy_response()
 
@@ -81,15 +82,27 @@ class _Counted(asyncio.Protocol):
 
     def __init__(self, gate: _Gate, inner: asyncio.Protocol) -> None:
         self._gate, self._inner = gate, inner
+        self._timer: asyncio.TimerHandle | None = None
+        self._tail = b""  # the last bytes seen, so a header end split across two reads is found
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # slow-client guard: the first request's headers must be complete within header_timeout
+        self._timer = asyncio.get_running_loop().call_later(self._gate.header_timeout, transport.close)
         self._inner.connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._gate.open -= 1
+        if self._timer is not None:
+            self._timer.cancel()
         self._inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._timer is not None:
+            if b"\r\n\r\n" in self._tail + data:
+                self._timer.cancel()
+                self._timer = None
+            else:
+                self._tail = data[-3:]
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -134,16 +147,17 @@ class _LimitedSite(web.TCPSite):
     """A TCPSite whose listening socket goes through a `_Gate` (aiohttp has no connection limit)."""
 
     def __init__(self, runner: web.AppRunner, host: str, port: int, *, max_connections: int,
-                 reuse_port: bool | None, backlog: int) -> None:
+                 header_timeout: float, reuse_port: bool | None, backlog: int) -> None:
         super().__init__(runner, host, port, reuse_port=reuse_port, backlog=backlog)
         self.max_connections = max_connections
+        self.header_timeout = header_timeout
 
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site with the runner (TCPSite.start, minus its create_server)
         server = self._runner.server
         assert server is not None
         self._server = await asyncio.get_running_loop().create_server(
-            _Gate(server, self.max_connections), self._host, self._port, backlog=self._backlog,
+            _Gate(server, self.max_connections, self.header_timeout), self._host, self._port, backlog=self._backlog,
             reuse_address=self._reuse_address, reuse_port=self._reuse_port)
 
 
@@ -156,7 +170,8 @@ async def start_site(app: web.Application, config: Config, *, host: str, port: i
                            max_field_size=16384, max_line_size=16384)
     await runner.setup()
     site = _LimitedSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024,
-                        max_connections=config.server.max_connections)
+                        max_connections=config.server.max_connections,
+                        header_timeout=config.server.header_timeout)
     await site.start()
     sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
     bound = sockets[0].getsockname()[1] if sockets else port

@@ -283,3 +283,36 @@ async def test_busy_refusal_still_answers_a_client_that_sends_a_body(fake_ollama
     finally:
         held[1].close()
         await held[1].wait_closed()
+
+
+async def test_a_connection_that_never_finishes_its_headers_is_closed(fake_ollama, start_gateway):
+    """Slowloris: headers trickling in past server.header_timeout get the connection closed; others carry on."""
+    raw = one_backend_config(fake_ollama.url, server={"header_timeout": 0.3})
+    gw = await start_gateway(raw)
+    port = int(gw.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+    await writer.drain()
+    started = asyncio.get_running_loop().time()
+    hung_up = False
+    for _ in range(20):  # keep trickling, never finishing the headers, until the server hangs up
+        try:
+            hung_up = await asyncio.wait_for(reader.read(), timeout=0.1) == b""
+        except TimeoutError:
+            pass
+        except ConnectionError:
+            hung_up = True
+        if hung_up:
+            break
+        try:
+            writer.write(b"X-Slow: 1\r\n")
+            await writer.drain()
+        except ConnectionError:
+            hung_up = True
+            break
+    assert hung_up and asyncio.get_running_loop().time() - started < 1.5
+    writer.close()
+    async with aiohttp.ClientSession() as session:
+        async with session.post(gw.url + "/v1/chat/completions", json={
+                "model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]}) as resp:
+            assert resp.status == 200
