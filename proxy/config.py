@@ -331,7 +331,7 @@ def _check_ca_bundles(config: Config) -> None:
 
     problems = []
     for i, backend in enumerate(config.backends):
-        if backend.ca_bundle:
+        if backend.ca_bundle and backend.url.startswith("https://") and backend.tls_verify:
             try:
                 ssl.create_default_context(cafile=backend.ca_bundle)
             except (OSError, ssl.SSLError) as exc:

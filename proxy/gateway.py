@@ -22,7 +22,7 @@ from policies.balance import choose_backend
 from policies.breaker import CLOSED, BreakerState, allow, record
 from policies.model import Attempt
 from policies.outcome import Outcome, counts_as_failure
-from proxy.auth import AuthConfig, Authenticator, Credential, model_allowed, www_authenticate
+from proxy.auth import Authenticator, Credential, model_allowed, www_authenticate
 from proxy.config import Config
 from proxy.errors import RateLimitedError
 from proxy.imagefetch import ImageFetcher

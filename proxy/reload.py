@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import ssl
 from collections.abc import Mapping
 
 from aiohttp import web
@@ -37,7 +36,6 @@ async def reload_config(app: web.Application, environ: Mapping[str, str]) -> boo
         return False
     try:
         config = load_config(path, environ)
-        _check_ca_bundles(config)
         upstreams = open_upstreams(config.backends)
     except ConfigError as exc:
         log.error("config reload rejected, keeping the running config:\n%s", exc)
@@ -67,19 +65,6 @@ async def _close_when_drained(old: Mapping[str, Upstream]) -> None:
             await asyncio.sleep(_DRAIN_POLL)
     finally:
         await close_upstreams(old)
-
-
-def _check_ca_bundles(config: Config) -> None:
-    """Fail before any session is opened when a ``ca_bundle`` cannot be loaded (it would fail halfway)."""
-    problems = []
-    for i, backend in enumerate(config.backends):
-        if backend.ca_bundle and backend.url.startswith("https://") and backend.tls_verify:
-            try:
-                ssl.create_default_context(cafile=backend.ca_bundle)
-            except (OSError, ssl.SSLError) as exc:
-                problems.append((f"backends[{i}].ca_bundle", f"cannot load {backend.ca_bundle}: {exc}"))
-    if problems:
-        raise ConfigError(problems)
 
 
 def _warn_restart_only(before: Config, after: Config) -> None:

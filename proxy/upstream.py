@@ -19,7 +19,7 @@ import io
 import logging
 import os
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
 from aiohttp import ClientSession

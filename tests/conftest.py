@@ -15,6 +15,7 @@ from proxy.config import Config, parse_config
 from proxy.keys import GATEWAY
 from proxy.server import start_site
 from tests.fakes.ollama import FakeOllama
+from tests.fakes.openai import FakeOpenAI
 
 
 @dataclass
@@ -44,6 +45,18 @@ async def start_fake(aiohttp_server: Any) -> Callable[..., Awaitable[FakeServer]
         fake = FakeOllama(**kwargs)
         server = await aiohttp_server(fake.app)
         return FakeServer(fake=fake, url=str(server.make_url("")).rstrip("/"))
+
+    return start
+
+
+@pytest.fixture
+async def start_openai(aiohttp_server: Any) -> Callable[..., Awaitable[tuple[FakeOpenAI, str]]]:
+    """Start a FakeOpenAI; returns it and the base url a backend entry needs (``.../v1``)."""
+
+    async def start(**kwargs: Any) -> tuple[FakeOpenAI, str]:
+        fake = FakeOpenAI(**kwargs)
+        server = await aiohttp_server(fake.app)
+        return fake, str(server.make_url("/v1"))
 
     return start
 

@@ -6,7 +6,6 @@ from aiohttp import web
 
 from proxy.gateway import Gateway
 from proxy.handlers.common import json_response
-from proxy.keys import GATEWAY
 
 __all__ = ["healthz", "readiness"]
 

@@ -62,7 +62,7 @@ def _content(content: object, role: str, param: str, images: list[str]) -> str:
             texts.append(require_str(part, "text", f"{where}.text"))
         elif kind == "image_url":
             if role != "user":
-                raise InvalidRequestError(f"Image parts are only allowed in user messages.", param=where)
+                raise InvalidRequestError("Image parts are only allowed in user messages.", param=where)
             ref = part.get("image_url")
             url = ref.get("url") if isinstance(ref, Mapping) else ref
             if not isinstance(url, str):

@@ -7,7 +7,6 @@ builder and the fake OpenAI-compatible server fixture.
 from __future__ import annotations
 
 import socket
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -15,7 +14,6 @@ import openai
 import pytest
 
 from tests.fakes import ollama as o
-from tests.fakes.openai import FakeOpenAI
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -40,18 +38,6 @@ def routed(backends: list[dict[str, Any]], route: dict[str, Any], **extra: Any) 
 def primary_then(first: str, *fallbacks: str, **route: Any) -> dict[str, Any]:
     """A route sending ``llama3.2`` to ``first``, then to each fallback backend in order."""
     return {"targets": [{"backend": first}], "fallback": [{"backend": name} for name in fallbacks], **route}
-
-
-@pytest.fixture
-async def start_openai(aiohttp_server: Any) -> Callable[..., Awaitable[tuple[FakeOpenAI, str]]]:
-    """Start a FakeOpenAI; returns it and the base url a backend entry needs (``.../v1``)."""
-
-    async def start(**kwargs: Any) -> tuple[FakeOpenAI, str]:
-        fake = FakeOpenAI(**kwargs)
-        server = await aiohttp_server(fake.app)
-        return fake, str(server.make_url("/v1"))
-
-    return start
 
 
 async def test_falls_back_when_primary_refuses_connections(start_fake, start_gateway):

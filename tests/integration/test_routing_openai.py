@@ -8,7 +8,6 @@ import pytest
 
 from tests.fakes import openai as fo
 from tests.integration.test_routing import HI, backend, closed_port, primary_then, routed
-from tests.integration.test_routing import start_openai  # noqa: F401  (a fixture)
 
 CHAT = "/v1/chat/completions"
 

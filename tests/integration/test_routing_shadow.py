@@ -11,7 +11,6 @@ import pytest
 from tests.fakes import ollama as o
 from tests.fakes import openai as fo
 from tests.integration.test_routing import HI, backend, routed
-from tests.integration.test_routing import start_openai  # noqa: F401  (a fixture)
 
 
 def _shadowed(primary_url: str, shadow: dict[str, object], *, shadow_timeouts: dict[str, float] | None = None,
