@@ -1,0 +1,88 @@
+"""CPU per non-streamed request of the gateway with features switched off one at a time.
+
+Attributes the gateway's cost: the bare pass-through, the gateway fully on (auth, metrics, request log,
+a 50/50 split), and the gateway without the request log, without metrics, without auth, and with all
+three off. Each variant runs wrk -c16 for 3 s after a 1 s warm-up; rounds are interleaved and the
+median of the proxy process's CPU time per request is printed. Loopback only; every process stopped.
+
+    .venv/bin/python -m bench.features 4                   # 4 rounds of every variant
+    .venv/bin/python -m bench.features 4 pass full bare    # chosen variants
+"""
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+import yaml
+def free():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+def cpu(pid):
+    f = open(f"/proc/{pid}/stat").read().rsplit(")",1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+def wait(port):
+    for _ in range(100):
+        try: socket.create_connection(("127.0.0.1", port), 0.2).close(); return
+        except OSError: time.sleep(0.1)
+PY = sys.executable
+REPO = str(__import__("pathlib").Path(__file__).resolve().parent.parent)
+fport = free()
+fake = subprocess.Popen([PY, "-m", "bench.fake_ollama", "--port", str(fport)], cwd=REPO, stdout=subprocess.DEVNULL)
+wait(fport)
+WORK = __import__("tempfile").mkdtemp(prefix="bench-features-")
+lua = WORK + "/cpu.lua"
+RESULTS = {}
+def run(name, cmd, port, path="/v1/chat/completions", env=None):
+    p = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+    try:
+        _measure(name, p, port, path)
+    finally:
+        p.terminate(); p.wait(10)
+
+
+def _measure(name, p, port, path):
+    wait(port); time.sleep(0.5)
+    body = '{"model":"bench-model","messages":[{"role":"user","content":"hi"}]}' if path.startswith("/v1") else '{"model":"bench-model","messages":[{"role":"user","content":"hi"}],"stream":false}'
+    open(lua,"w").write(f"wrk.method='POST'\nwrk.body='{body}'\nwrk.headers['Content-Type']='application/json'\nwrk.headers['Authorization']='Bearer sk-bench'\n")
+    subprocess.run(["wrk","-t1","-c16","-d1s","-s",lua,f"http://127.0.0.1:{port}{path}"], capture_output=True)
+    c0 = cpu(p.pid)
+    out = subprocess.run(["wrk","-t1","-c16","-d3s","-s",lua,f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True).stdout
+    c1 = cpu(p.pid)
+    reqs = int([l for l in out.splitlines() if "requests in" in l][0].split()[0])
+    RESULTS.setdefault(name, []).append((c1-c0)/reqs*1e6)
+base = {"backends": [{"name": "a", "url": f"http://127.0.0.1:{fport}"}, {"name": "b", "url": f"http://127.0.0.1:{fport}"}],
+        "routes": [{"name": "bench", "models": ["bench-model"], "targets": [{"backend": "a", "model": "bench-model", "weight": 50}, {"backend": "b", "model": "bench-model", "weight": 50}]}],
+        "auth": {"credentials": [{"name": "bench", "api_key": "sk-bench"}]},
+        "logging": {"requests": True, "file": WORK + "/requests.log", "level": "warning"}, "metrics": {"enabled": True}}
+variants = sys.argv[2:] or ["pass", "full", "nolog", "nometrics", "noauth", "bare"]
+
+
+def _variant(v):
+    port = free()
+    if v == "pass":
+        run("passthrough", [PY, "-m", "bench.passthrough", "--upstream", f"http://127.0.0.1:{fport}",
+                            "--port", str(port)], port, path="/api/chat")
+        return
+    cfg = json.loads(json.dumps(base))
+    if v in ("nolog", "bare"):
+        cfg["logging"]["requests"] = False
+    if v in ("nometrics", "bare"):
+        cfg["metrics"]["enabled"] = False
+    if v in ("noauth", "bare"):
+        del cfg["auth"]
+    with open(WORK + "/gateway.yaml", "w") as handle:
+        handle.write(yaml.safe_dump(cfg))
+    run("gateway-" + v, [PY, "-m", "proxy", "--config", WORK + "/gateway.yaml", "--port", str(port)], port)
+
+
+try:
+    for _ in range(int(sys.argv[1]) if len(sys.argv) > 1 else 3):
+        for v in variants:
+            _variant(v)
+finally:
+    fake.terminate()
+    fake.wait(10)
+for k, vals in RESULTS.items():
+    print(f"{k:40s} median {statistics.median(vals):6.0f} us/req   {[round(x) for x in vals]}")
