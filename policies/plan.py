@@ -119,6 +119,7 @@ def plan(
     key: str | None,
     roll: float,
     shadow_roll: float = 1.0,
+    route: Route | None = None,
 ) -> Plan | None:
     """Plan one request for the client's ``model``; None when no route serves it.
 
@@ -126,8 +127,10 @@ def plan(
     ``roll``. Attempts are the chosen target (role "primary") then ``route.fallback`` in order
     (role "fallback"), skipping any that repeats an earlier attempt's backends and model. A shadow
     attempt is included when ``shadow_roll < route.shadow.share`` (the default 1.0 never shadows).
+    A caller that already resolved the route (to find its sticky key) passes it as ``route``.
     """
-    route = resolve_route(policy, model)
+    if route is None:
+        route = resolve_route(policy, model)
     if route is None:
         return None
     arm = pick_arm([t.weight for t in route.targets], sticky_roll(route.name, key) if key else roll)

@@ -22,6 +22,7 @@ from policies.balance import choose_backend
 from policies.breaker import CLOSED, BreakerState, allow, record
 from policies.model import Attempt
 from policies.outcome import Outcome, counts_as_failure
+from policies.plan import is_glob
 from proxy.auth import Authenticator, Credential, model_allowed, www_authenticate
 from proxy.config import Config
 from proxy.errors import RateLimitedError
@@ -93,8 +94,7 @@ class Gateway:
             self.limits = Limits()  # kept across reloads: callers keep their budgets
         self.catalog = None
         self._exact_models = frozenset(
-            name for route in config.policy.routes for name in route.models if "*" not in name and "?" not in name
-            and "[" not in name)
+            name for route in config.policy.routes for name in route.models if not is_glob(name))
 
     def adopt_upstreams(self, upstreams: Mapping[str, Upstream]) -> None:
         """Serve with these backends; breaker and health state carry over for names kept."""

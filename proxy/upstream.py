@@ -19,7 +19,7 @@ import io
 import logging
 import os
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 
 import aiohttp
 from aiohttp import ClientSession
@@ -211,16 +211,20 @@ class Upstream:
         t = cfg.timeouts
         self._timeouts = (t.first_byte, t.idle, t.read)
 
+    def _request(self, session: ClientSession, method: str, path: str,
+                 body: bytes | None) -> Awaitable[aiohttp.ClientResponse]:
+        """The one place a backend request is made (the caller wraps it in its timeout)."""
+        data = io.BytesIO(body) if body is not None and len(body) > _LARGE_BODY else body
+        return session.request(method, self.cfg.url + path, data=data, headers=self._headers, ssl=self._ssl,
+                               allow_redirects=False)
+
     async def send(self, method: str, path: str, body: bytes | None = None, *,
                    first_byte: float | None = None, model: str | None = None) -> UpstreamResponse:
         """Send a request; return once a 2xx answer has started, or raise a ProxyError with an outcome."""
-        url = self.cfg.url + path
         wait = first_byte if first_byte is not None else self._timeouts[0]
         try:
             async with asyncio.timeout(wait):
-                data = io.BytesIO(body) if body is not None and len(body) > _LARGE_BODY else body
-                resp = await self.session.request(method, url, data=data, headers=self._headers,
-                                                  ssl=self._ssl, allow_redirects=False)
+                resp = await self._request(self.session, method, path, body)
         except BaseException as exc:
             raise _translate(exc, self.name, in_body=False) from None
         if resp.status < 300:
@@ -242,10 +246,7 @@ class Upstream:
         in_body = False
         try:
             async with asyncio.timeout_at(loop.time() + first) as deadline:
-                data = io.BytesIO(body) if body is not None and len(body) > _LARGE_BODY else body
-                resp = await (session or self.session).request(
-                    method, self.cfg.url + path, data=data, headers=self._headers, ssl=self._ssl,
-                    allow_redirects=False)
+                resp = await self._request(session or self.session, method, path, body)
                 if resp.status < 300:
                     in_body = True
                     deadline.reschedule(loop.time() + read)

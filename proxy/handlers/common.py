@@ -82,7 +82,7 @@ def begin(request: web.Request, body: Mapping[str, object]) -> RequestContext:
     if route is not None:
         key = sticky_key(route, api_key=ctx.credential, user=user if isinstance(user, str) else None,
                          headers=request.headers)
-        route_plan = plan(policy, model, key=key, roll=gw.rng.random(), shadow_roll=gw.rng.random())
+        route_plan = plan(policy, model, key=key, roll=gw.rng.random(), shadow_roll=gw.rng.random(), route=route)
     if route_plan is None:
         raise ModelNotFoundError(model)
     ctx.plan = route_plan
