@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 
 import pytest
 
@@ -60,11 +59,11 @@ async def test_hanging_shadow_neither_slows_nor_fails_the_primary(start_fake, st
     primary, candidate = await start_fake(), await start_fake()
     candidate.fake.script("/api/chat", o.hang())
     gw = await start_gateway(_shadowed(primary.url, {"url": candidate.url},
-                                       shadow_timeouts={"first_byte": 0.5, "read": 0.5}))
-    started = time.perf_counter()
+                                       shadow_timeouts={"first_byte": 2.0, "read": 2.0}))
     async with gw.client() as client:
         answer = await client.chat.completions.create(model="llama3.2", messages=HI)
-    assert time.perf_counter() - started < 0.4
+    # the client has its answer while the shadow is still waiting on its 2 s timeout
+    assert any(task.get_name() == "shadow" and not task.done() for task in gw.gw.background)
     assert answer.choices[0].message.content == "Hello world"
     await _shadows_done(gw)
     assert _metric(gw, 'proxy_shadow_requests_total{backend="candidate",outcome="timeout"') == 1
