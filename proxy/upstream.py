@@ -1,10 +1,10 @@
-"""Backends as seen from the gateway: one pooled ``aiohttp.ClientSession`` per backend.
+"""Backends as seen from the gateway: two connection pools per backend (``proxy.http1``).
 
-The only module that imports aiohttp's client and the only translator of its exceptions into the
-``ProxyError`` tree. Every error raised here carries ``.outcome`` and ``.backend`` (the backend's
-name; never its URL or credentials). Order matters (aiohttp 3.14): the builtin ``TimeoutError``
-first (``ServerTimeoutError`` is both a ``TimeoutError`` and a ``ClientConnectionError``), then
-payload errors (a truncated body), then every other ``ClientError`` as "unreachable".
+The only translator of transport failures into the ``ProxyError`` tree. Every error raised here
+carries ``.outcome`` and ``.backend`` (the backend's name; never its URL or credentials). Order
+matters: ``TimeoutError`` first, then a connection closed or an invalid answer mid-body (a
+truncated body), then TLS failures (``ssl.SSLError`` is an ``OSError``), then every other
+``OSError`` as "unreachable".
 
 Timeouts: ``connect`` for the TCP/TLS connect, ``first_byte`` until the answer starts (a cold model
 load takes seconds to minutes), ``idle`` for the longest silence between two stream lines, ``read``
@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import logging
 import os
+import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Mapping
-
-import aiohttp
-from aiohttp import ClientSession
+from collections.abc import AsyncIterator, Mapping
 
 from policies.outcome import Outcome
 from proxy.config import BackendConfig
+from proxy.http1 import ConnectionClosed, InvalidAnswer, Pool, Response
 from proxy.errors import (
     InvalidRequestError,
     ModelNotFoundError,
@@ -43,7 +41,6 @@ __all__ = ["Upstream", "UpstreamResponse", "open_upstreams", "close_upstreams"]
 
 log = logging.getLogger("proxy.upstream")
 _ERROR_BODY_LIMIT = 64 * 1024
-_LARGE_BODY = 1024 * 1024  # aiohttp wants bigger bodies (images) as a stream, not raw bytes
 
 
 def _ssl_context(cfg: BackendConfig) -> ssl.SSLContext | bool:
@@ -80,7 +77,7 @@ class UpstreamResponse:
 
     __slots__ = ("_resp", "_backend", "_first", "_idle", "_read", "_done")
 
-    def __init__(self, resp: aiohttp.ClientResponse, backend: str, timeouts: tuple[float, float, float]) -> None:
+    def __init__(self, resp: Response, backend: str, timeouts: tuple[float, float, float]) -> None:
         self._resp = resp
         self._backend = backend
         self._first, self._idle, self._read = timeouts
@@ -88,6 +85,7 @@ class UpstreamResponse:
 
     @property
     def headers(self) -> Mapping[str, str]:
+        """The answer's headers, by lower-case name."""
         return self._resp.headers
 
     @property
@@ -102,7 +100,6 @@ class UpstreamResponse:
             self.close()
             raise _translate(exc, self._backend, in_body=True) from None
         self._done = True
-        self._resp.release()
         return body
 
     async def json(self) -> object:
@@ -116,8 +113,7 @@ class UpstreamResponse:
     async def lines(self) -> AsyncIterator[bytes]:
         """Non-empty NDJSON lines as they arrive; the first within ``first_byte``, the rest within ``idle``.
 
-        Split from ``readany()`` chunks (one Ollama line usually is one chunk) rather than aiohttp's
-        ``readline()``, which walks its buffer in Python for every line.
+        Split from the chunks as they arrive (one Ollama line usually is one chunk).
         """
         rest = b""
         async for chunk in self.chunks():
@@ -132,7 +128,7 @@ class UpstreamResponse:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Raw body chunks as they arrive (an OpenAI-compatible SSE stream is relayed unchanged)."""
-        read = self._resp.content.readany
+        read = self._resp.chunk
         loop = asyncio.get_running_loop()
         idle = self._idle
         try:
@@ -161,62 +157,66 @@ class UpstreamResponse:
 
 
 def _translate(exc: BaseException, backend: str, *, in_body: bool) -> BaseException:
-    """Turn an aiohttp/asyncio exception into the ProxyError tree (cancellation passes through)."""
+    """Turn a transport or asyncio exception into the ProxyError tree (cancellation passes through)."""
     if isinstance(exc, (ProxyError, asyncio.CancelledError, GeneratorExit)):
         return exc
     if isinstance(exc, TimeoutError):
         what = "stopped sending" if in_body else "did not answer in time"
         return UpstreamTimeoutError(f"backend {backend} {what}", outcome=Outcome.TIMEOUT, backend=backend)
-    if isinstance(exc, aiohttp.ClientPayloadError) or (in_body and isinstance(exc, aiohttp.ClientError)):
+    if isinstance(exc, InvalidAnswer) or (in_body and isinstance(exc, OSError)):
+        return UpstreamBrokenStreamError(f"backend {backend} closed the answer before it was complete"
+                                         if in_body else f"backend {backend} sent an invalid HTTP answer",
+                                         outcome=Outcome.BROKEN_STREAM, backend=backend)
+    if isinstance(exc, ConnectionClosed) and exc.started:
         return UpstreamBrokenStreamError(f"backend {backend} closed the answer before it was complete",
                                          outcome=Outcome.BROKEN_STREAM, backend=backend)
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):  # before its base ClientConnectorError
+    if isinstance(exc, ssl.SSLCertVerificationError):  # before its base SSLError
         # a fixed text: the verifier's own message names the address the certificate did not match
         return UpstreamUnavailableError(f"backend {backend} failed TLS certificate verification "
                                         "(for a private CA, set the backend's ca_bundle)",
                                         outcome=Outcome.CONNECT, backend=backend)
-    if isinstance(exc, aiohttp.ClientSSLError):
+    if isinstance(exc, ssl.SSLError):
         return UpstreamUnavailableError(f"backend {backend} is unreachable (TLS handshake failed)",
                                         outcome=Outcome.CONNECT, backend=backend)
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        # os.strerror: the errno's text only; the exception's own text names the address
-        errno = exc.os_error.errno if exc.os_error else None
-        reason = os.strerror(errno) if errno else "connection failed"
-        return UpstreamUnavailableError(f"backend {backend} is unreachable ({reason.lower()})",
+    if isinstance(exc, socket.gaierror):
+        return UpstreamUnavailableError(f"backend {backend} is unreachable (name resolution failed)",
                                         outcome=Outcome.CONNECT, backend=backend)
-    if isinstance(exc, (aiohttp.ClientError, OSError)):
+    if isinstance(exc, ConnectionClosed):
         return UpstreamUnavailableError(f"backend {backend} is unreachable (connection reset)",
+                                        outcome=Outcome.CONNECT, backend=backend)
+    if isinstance(exc, OSError):
+        # os.strerror: the errno's text only; the exception's own text names the address
+        reason = os.strerror(exc.errno) if exc.errno else "connection failed"
+        return UpstreamUnavailableError(f"backend {backend} is unreachable ({reason.lower()})",
                                         outcome=Outcome.CONNECT, backend=backend)
     return exc
 
 
 class Upstream:
-    """One configured backend: its pooled session, precomputed headers and in-flight count."""
+    """One configured backend: its connection pools, precomputed headers and in-flight count.
 
-    def __init__(self, cfg: BackendConfig, session: ClientSession, probe_session: ClientSession | None = None) -> None:
+    ``pool`` carries generation traffic; ``probes`` is a small pool of its own for health checks and
+    discovery, so a pool full of long streams can neither delay them nor make a busy backend look down.
+    """
+
+    def __init__(self, cfg: BackendConfig) -> None:
         self.cfg = cfg
-        self.probe_session = probe_session or session
         self.name = cfg.name
         self.kind = cfg.kind
-        self.session = session
         self.outstanding = 0
-        self._ssl = _ssl_context(cfg)
+        ssl_context = _ssl_context(cfg)
         headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
         if cfg.api_key:  # an empty key (e.g. ${OPENAI_API_KEY:-} unset) sends no header
             headers["Authorization"] = f"Bearer {cfg.api_key}"
         elif cfg.username is not None:
             token = base64.b64encode(f"{cfg.username}:{cfg.password or ''}".encode()).decode("ascii")
             headers["Authorization"] = f"Basic {token}"
-        self._headers = headers
+        lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode("latin-1")
         t = cfg.timeouts
         self._timeouts = (t.first_byte, t.idle, t.read)
-
-    def _request(self, session: ClientSession, method: str, path: str,
-                 body: bytes | None) -> Awaitable[aiohttp.ClientResponse]:
-        """The one place a backend request is made (the caller wraps it in its timeout)."""
-        data = io.BytesIO(body) if body is not None and len(body) > _LARGE_BODY else body
-        return session.request(method, self.cfg.url + path, data=data, headers=self._headers, ssl=self._ssl,
-                               allow_redirects=False)
+        self.pool = Pool(cfg.url, headers=lines, ssl_context=ssl_context, limit=cfg.max_connections,
+                         connect_timeout=t.connect)
+        self.probes = Pool(cfg.url, headers=lines, ssl_context=ssl_context, limit=4, connect_timeout=t.connect)
 
     async def send(self, method: str, path: str, body: bytes | None = None, *,
                    first_byte: float | None = None, model: str | None = None) -> UpstreamResponse:
@@ -224,7 +224,7 @@ class Upstream:
         wait = first_byte if first_byte is not None else self._timeouts[0]
         try:
             async with asyncio.timeout(wait):
-                resp = await self._request(self.session, method, path, body)
+                resp = await self.pool.request(method, path, body)
         except BaseException as exc:
             raise _translate(exc, self.name, in_body=False) from None
         if resp.status < 300:
@@ -232,7 +232,7 @@ class Upstream:
         raise await self._status_error(resp, model)
 
     async def fetch(self, method: str, path: str, body: bytes | None = None, *, model: str | None = None,
-                    first_byte: float | None = None, session: ClientSession | None = None) -> bytes:
+                    first_byte: float | None = None, pool: Pool | None = None) -> bytes:
         """Send a request and read the whole 2xx answer (non-streamed calls).
 
         One timer serves both phases: ``first_byte`` until the answer starts, then re-armed for
@@ -242,11 +242,11 @@ class Upstream:
         first, _, read = self._timeouts
         if first_byte is not None:
             first = read = first_byte
-        resp: aiohttp.ClientResponse | None = None
+        resp: Response | None = None
         in_body = False
         try:
             async with asyncio.timeout_at(loop.time() + first) as deadline:
-                resp = await self._request(session or self.session, method, path, body)
+                resp = await (pool or self.pool).request(method, path, body)
                 if resp.status < 300:
                     in_body = True
                     deadline.reschedule(loop.time() + read)
@@ -259,17 +259,20 @@ class Upstream:
             raise await self._status_error(resp, model)
         return raw
 
-    async def _status_error(self, resp: aiohttp.ClientResponse, model: str | None) -> ProxyError:
+    async def _status_error(self, resp: Response, model: str | None) -> ProxyError:
+        raw = b""
         try:
             async with asyncio.timeout(self._timeouts[1]):
-                raw = await resp.content.read(_ERROR_BODY_LIMIT)
+                while len(raw) < _ERROR_BODY_LIMIT and (chunk := await resp.chunk()):
+                    raw += chunk
         except BaseException:
-            raw = b""
+            pass
         finally:
             resp.close()
+        raw = raw[:_ERROR_BODY_LIMIT]
         status = resp.status
         outcome = _status_outcome(status)
-        extra = {"Retry-After": resp.headers["Retry-After"]} if "Retry-After" in resp.headers else None
+        extra = {"Retry-After": resp.headers["retry-after"]} if "retry-after" in resp.headers else None
         if self.kind == "openai":
             return PassthroughError(status, raw or b'{"error":{"message":"backend error","type":"api_error",'
                                     b'"param":null,"code":null}}', outcome=outcome, backend=self.name, headers=extra)
@@ -291,10 +294,10 @@ class Upstream:
     async def get_json(self, path: str, *, timeout: float) -> object:
         """A small GET (``/api/tags``, ``/api/ps``, ``/api/version``, ``/models``) read whole.
 
-        It goes through a small session of its own, so a pool full of long streams can neither
-        delay health checks nor make a busy backend look down.
+        It goes through the small ``probes`` pool, so a pool full of long streams can neither delay
+        health checks nor make a busy backend look down.
         """
-        raw = await self.fetch("GET", path, first_byte=timeout, session=self.probe_session)
+        raw = await self.fetch("GET", path, first_byte=timeout, pool=self.probes)
         try:
             return loads(raw)
         except JSONDecodeError:
@@ -316,27 +319,12 @@ def _ollama_message(raw: bytes) -> str:
     return ""
 
 
-def _connector(cfg: BackendConfig, limit: int) -> aiohttp.TCPConnector:
-    return aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=60,
-                                keepalive_timeout=30.0)
-
-
 def open_upstreams(backends: tuple[BackendConfig, ...]) -> dict[str, Upstream]:
-    """One session per backend; the caller closes them with ``close_upstreams``."""
-    out = {}
-    for cfg in backends:
-        _ssl_context(cfg)  # fail on an unreadable ca_bundle before any session exists
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.timeouts.connect)
-        session = ClientSession(connector=_connector(cfg, cfg.max_connections), timeout=timeout,
-                                auto_decompress=False, skip_auto_headers=("User-Agent",), raise_for_status=False)
-        probes = ClientSession(connector=_connector(cfg, 4), timeout=timeout, auto_decompress=False,
-                               skip_auto_headers=("User-Agent",), raise_for_status=False)
-        out[cfg.name] = Upstream(cfg, session, probes)
-    return out
+    """Pools for every backend (connections open on first use); close them with ``close_upstreams``."""
+    return {cfg.name: Upstream(cfg) for cfg in backends}
 
 
 async def close_upstreams(upstreams: Mapping[str, Upstream]) -> None:
     for upstream in upstreams.values():
-        await upstream.session.close()
-        if upstream.probe_session is not upstream.session:
-            await upstream.probe_session.close()
+        await upstream.pool.close()
+        await upstream.probes.close()

@@ -84,7 +84,7 @@ async def test_valid_reload_switches_routes_and_closes_old_sessions(start_fake, 
     assert await reload_config(app, {}) is True
     assert await _served_by(url) == "b"
     await _drained(app)
-    assert all(upstream.session.closed for upstream in old.values())
+    assert all(upstream.pool.closed for upstream in old.values())
 
 
 @pytest.mark.parametrize("text, where", [
@@ -119,11 +119,11 @@ async def test_stream_in_flight_during_reload_completes(start_fake, serve_file):
         path.write_text(yaml.safe_dump(_config("b", a.url, b.url)))
         assert await reload_config(app, {}) is True
         assert await _served_by(url) == "b"
-        assert not old["a"].session.closed
+        assert not old["a"].pool.closed
         pieces += [chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices]
     assert "".join(pieces) == "one two three four five six"
     await _drained(app)
-    assert old["a"].session.closed
+    assert old["a"].pool.closed
 
 
 async def test_sighup_reloads_a_running_gateway_process(start_fake, tmp_path):
