@@ -11,7 +11,6 @@ import asyncio
 import logging
 import math
 import random
-import secrets
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +25,7 @@ from policies.plan import is_glob
 from proxy.auth import Authenticator, Credential, model_allowed, www_authenticate
 from proxy.config import Config
 from proxy.errors import RateLimitedError
+from proxy.ids import new_id
 from proxy.imagefetch import ImageFetcher
 from proxy.pull import PullBoard
 from proxy.ratelimit import CallerLimits, Limits
@@ -43,7 +43,7 @@ _QUIET_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/metrics"})
 
 
 def new_request_id() -> str:
-    return "req_" + secrets.token_hex(12)
+    return new_id("req_")
 
 
 @dataclass(slots=True)

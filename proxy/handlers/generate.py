@@ -7,7 +7,6 @@ errors included, is passed back unchanged in shape, so a cloud fallback is trans
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -18,6 +17,7 @@ from policies.model import Attempt
 from proxy.errors import InvalidRequestError
 from proxy.gateway import Gateway
 from proxy.handlers.common import begin, created_now, json_answer, json_response, read_body, response_headers
+from proxy.ids import new_id
 from proxy.imagefetch import ImageFetchError
 from proxy.jsonio import JSONDecodeError, dumps, loads
 from proxy.keys import GATEWAY
@@ -66,7 +66,7 @@ async def _generate(request: web.Request, endpoint: _Endpoint) -> web.StreamResp
     body = await read_body(request)
     ctx = begin(request, body)
     route = ctx.plan.route  # type: ignore[union-attr]
-    completion_id = endpoint.prefix + secrets.token_urlsafe(18)
+    completion_id = new_id(endpoint.prefix)
     created = created_now()
     translated: dict[str, bytes] = {}
     keep_text = gw.config.logging.include_prompts

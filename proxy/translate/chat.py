@@ -6,10 +6,10 @@ OpenAI SDKs (see ../shared/reference/ollama-openai-mapping.md section 9).
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Mapping, Sequence
 
 from proxy.errors import InvalidRequestError
+from proxy.ids import new_id
 from proxy.jsonio import JSONDecodeError, dumps, loads
 from proxy.translate.fields import (
     check_n,
@@ -43,7 +43,7 @@ _EFFORT_TO_THINK: Mapping[str, bool | str] = {
 
 
 def new_tool_call_id() -> str:
-    return "call_" + secrets.token_hex(12)
+    return new_id("call_")
 
 
 def _content(content: object, role: str, param: str, images: list[str]) -> str:
