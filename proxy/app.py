@@ -81,9 +81,17 @@ def create_app(config: Config, *, rng: random.Random | None = None, health_check
         if log_file is not None:
             log_file.close()
 
+    async def flush_metrics_every_second() -> None:
+        """With --workers, a scrape reads every worker's files: keep this worker's tally flushed."""
+        while True:
+            await asyncio.sleep(1.0)
+            gw.metrics.flush()  # type: ignore[union-attr]
+
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         gw.adopt_upstreams(open_upstreams(config.backends))
         task = asyncio.create_task(health_loop(gw)) if health_checks else None
+        flusher = (asyncio.create_task(flush_metrics_every_second())
+                   if gw.metrics is not None and multiprocess_dir is not None else None)
         warmup = start_warmup(gw)  # in the background: the gateway serves meanwhile, /readyz waits
         yield
         if warmup is not None:
@@ -91,10 +99,11 @@ def create_app(config: Config, *, rng: random.Random | None = None, health_check
             with contextlib.suppress(asyncio.CancelledError):
                 await warmup
         await gw.pulls.cancel_all()
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for pending in (task, flusher):
+            if pending is not None:
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pending
         background = list(gw.background)  # shadows, delayed session closes: end them before the sessions
         for pending in background:
             pending.cancel()
@@ -102,6 +111,8 @@ def create_app(config: Config, *, rng: random.Random | None = None, health_check
         await close_upstreams(gw.upstreams)
         await gw.image_fetcher.close()
         gw.auth_executor.shutdown(wait=False, cancel_futures=True)
+        if gw.metrics is not None:
+            gw.metrics.flush()  # a worker's last requests reach the shared files
 
     app.cleanup_ctx.append(request_log)  # first in, last out: it outlives the requests it records
     app.cleanup_ctx.append(lifecycle)

@@ -1,8 +1,10 @@
 """Prometheus metrics for one gateway app: ``Metrics`` owns one ``CollectorRegistry`` per app.
 
 Never the global ``REGISTRY``: two apps in one process each get their own series. Every event the
-handlers report is one method (``observe_request``, ``fallback``, ``circuit`` ...); label children
-are cached per label tuple, so a request costs one or two dict lookups plus the observations.
+handlers report is one method (``observe_request``, ``fallback``, ``circuit`` ...). Per-request
+events go through a ``Tally`` (``proxy.tally``): plain-Python accumulators per label tuple, applied
+to the metrics whenever the registry is collected, so a request costs a few dict lookups and
+additions; rarer events (fallbacks, circuits, auth failures) update the metrics at once.
 
 Labels are bounded: route/model/backend/credential/arm are *configured* names passed by the caller
 (never raw client input); outcome and reason go through ``bounded_label`` against ``OUTCOMES``.
@@ -29,6 +31,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client import generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.multiprocess import mark_process_dead as _mark_process_dead
+
+from proxy.tally import Tally
 
 __all__ = [
     "AUTH_FAILURE_REASONS", "CIRCUIT_STATES", "OUTCOMES", "Metrics", "bounded_label",
@@ -122,9 +126,12 @@ class Metrics:
     def __init__(self, *, multiprocess_dir: str | None = None, cold_start_seconds: float = 0.1) -> None:
         self.multiprocess_dir = multiprocess_dir
         self._cold_start_seconds = cold_start_seconds
-        # Hot-path caches: the children one request (or one set of Ollama timings) touches.
+        # Hot-path caches: the accumulators one request (or one set of Ollama timings) touches.
+        self._tally = Tally()
         self._series: dict[tuple[str, str, str], tuple[Any, ...]] = {}
         self._ollama: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self._counts: dict[tuple[str, ...], Any] = {}
+        self._in_flight: dict[str, Any] = {}
         live: CollectorRegistry | None = CollectorRegistry()
         self.registry: CollectorRegistry = live  # type: ignore[assignment]
         if multiprocess_dir is not None:
@@ -133,6 +140,8 @@ class Metrics:
             # A MultiProcessCollector re-reads all files on every collect(), so keeping one is what
             # the documented "fresh registry per scrape" recipe achieves.
             self.registry = CollectorRegistry()
+        self.registry.register(self._tally)  # first: collecting the registry flushes the tally
+        if multiprocess_dir is not None:
             MultiProcessCollector(self.registry, path=multiprocess_dir)
         # key -> cached ``metric.labels``: a C-level dict hit per event once a label tuple was seen.
         self._f: dict[str, Callable[..., Any]] = {
@@ -140,6 +149,10 @@ class Metrics:
             for key, (cls, name, doc, labels, kw) in _SPECS.items()}
 
     # -- exposition ---------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Apply the per-request accumulators to the metrics (collecting the registry does this too)."""
+        self._tally.flush()
 
     def render(self) -> tuple[bytes, str]:
         """Body and content type for ``/metrics``; send the type as a ``Content-Type`` header."""
@@ -155,11 +168,22 @@ class Metrics:
 
     def request_started(self, route: str) -> None:
         """One more request in flight on ``route``."""
-        self._f["in_flight"](route).inc()
+        (self._in_flight.get(route) or self._new_in_flight(route)).inc()
 
     def request_finished(self, route: str) -> None:
         """One request on ``route`` left (pair with ``request_started`` in a ``finally``)."""
-        self._f["in_flight"](route).dec()
+        (self._in_flight.get(route) or self._new_in_flight(route)).dec()
+
+    def _new_in_flight(self, route: str) -> Any:
+        gauge = self._in_flight[route] = self._tally.gauge(self._f["in_flight"](route))
+        return gauge
+
+    def _count(self, key: str, *labels: str) -> Any:
+        """The accumulator of counter ``key`` with ``labels``."""
+        found = self._counts.get((key, *labels))
+        if found is None:
+            found = self._counts[(key, *labels)] = self._tally.counter(self._f[key](*labels))
+        return found
 
     def observe_request(
         self, route: str, model: str, backend: str, outcome: object, status: int, *,
@@ -175,7 +199,7 @@ class Metrics:
         ``ollama_timings`` is Ollama's final chunk (``load_duration``, ``eval_count`` ... in ns).
         """
         oc = _text(outcome)
-        self._f["requests"](route, model, backend, oc if oc in OUTCOMES else "other", status_class(status)).inc()
+        self._count("requests", route, model, backend, oc if oc in OUTCOMES else "other", status_class(status)).inc()
         key = (route, model, backend)
         duration_h, ttft_h, tps_h, prompt_c, completion_c, overhead_h = self._series.get(key) or self._new_series(key)
         duration_h.observe(duration)
@@ -200,19 +224,22 @@ class Metrics:
         if cloud_price is not None and (prompt_tokens or completion_tokens):
             usd = (prompt_tokens * cloud_price[0] + completion_tokens * cloud_price[1]) / 1e6
             if usd > 0.0:
-                self._f["cost"](route, model).inc(usd)
+                self._count("cost", route, model).inc(usd)
 
     def _new_series(self, key: tuple[str, str, str]) -> tuple[Any, ...]:
-        f = self._f
-        series = self._series[key] = (f["duration"](*key), f["ttft"](*key), f["tps"](*key), f["tokens"](*key, "prompt"),
-                                      f["tokens"](*key, "completion"), f["overhead"](key[0]))
+        f, hist, count = self._f, self._tally.histogram, self._tally.counter
+        series = self._series[key] = (hist(f["duration"](*key)), hist(f["ttft"](*key)), hist(f["tps"](*key)),
+                                      count(f["tokens"](*key, "prompt")), count(f["tokens"](*key, "completion")),
+                                      hist(f["overhead"](key[0])))
         return series
 
     def _observe_ollama(self, backend: str, model: str, t: Mapping[str, int]) -> None:
         key = (backend, model)
         series = self._ollama.get(key)
         if series is None:
-            series = self._ollama[key] = tuple(self._f[n](*key) for n in ("load", "cold", "prompt_rate", "eval_rate"))
+            f, hist = self._f, self._tally.histogram
+            series = self._ollama[key] = (hist(f["load"](*key)), self._tally.counter(f["cold"](*key)),
+                                          hist(f["prompt_rate"](*key)), hist(f["eval_rate"](*key)))
         load_h, cold_c, prompt_h, eval_h = series
         load = t.get("load_duration")
         if load is not None:
@@ -246,7 +273,7 @@ class Metrics:
 
     def split_arm(self, route: str, arm: str) -> None:
         """A split route picked ``arm`` (a configured target name)."""
-        self._f["split"](route, arm).inc()
+        self._count("split", route, arm).inc()
 
     def shadow(self, route: str, backend: str, outcome: object, *, duration: float,
                prompt_tokens: int = 0, completion_tokens: int = 0) -> None:

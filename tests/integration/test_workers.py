@@ -105,7 +105,8 @@ class GatewayProcess:
 
 
 async def test_two_workers_report_every_request_on_each_scrape(start_fake, tmp_path):
-    """40 requests spread over two workers; every /metrics scrape, whichever worker answers, shows 40."""
+    """40 requests spread over two workers; within a second (each worker flushes its tally every second)
+    every /metrics scrape, whichever worker answers, shows 40."""
     local = await start_fake()
     raw = routed([backend("local", local.url)], {"targets": [{"backend": "local"}]},
                  logging={"requests": True, "file": str(tmp_path / "requests.log")})
@@ -127,6 +128,12 @@ async def test_two_workers_report_every_request_on_each_scrape(start_fake, tmp_p
             assert counted_by == set(gateway.worker_pids), "both workers should have served requests"
             key = series("proxy_requests_total", route="chat", model="llama3.2", backend="local", outcome="ok",
                          status_class="2xx")
+            deadline = time.monotonic() + 5
+            while True:
+                async with http.get(gateway.url + "/metrics") as resp:
+                    if samples(await resp.text()).get(key) == 40.0 or time.monotonic() > deadline:
+                        break
+                await asyncio.sleep(0.1)
             for _ in range(8):
                 async with http.get(gateway.url + "/metrics") as resp:
                     assert resp.status == 200

@@ -249,6 +249,7 @@ for _ in range(int(sys.argv[1])):
                       prompt_tokens=10, completion_tokens=20)
 m.request_started("default")  # still in flight when the worker exits
 m.circuit("ollama", sys.argv[2])
+m.flush()  # what the app does every second and at exit
 print(os.getpid())
 """
 
