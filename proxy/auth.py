@@ -113,7 +113,10 @@ def verify_secret(secret: str, encoded: str) -> bool:
 
 def model_allowed(credential: Credential, model: str) -> bool:
     """Whether ``credential`` may use ``model``: exact names or fnmatch globs, case-sensitive."""
-    return any(fnmatchcase(model, pattern) for pattern in credential.models)
+    models = credential.models
+    if "*" in models or model in models:  # the common lists, without fnmatch
+        return True
+    return any(fnmatchcase(model, pattern) for pattern in models)
 
 
 def www_authenticate(realm: str) -> str:

@@ -160,6 +160,11 @@ class Response:
         self.headers = conn.headers  # lower-case names
         self._released = False
 
+    @property
+    def complete(self) -> bool:
+        """The whole answer has arrived (``read`` will not wait)."""
+        return self._conn.complete
+
     async def chunk(self) -> bytes:
         """The body bytes that have arrived (waiting for some), or ``b""`` at the end of the answer."""
         conn = self._conn

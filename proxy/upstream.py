@@ -249,7 +249,8 @@ class Upstream:
                 resp = await (pool or self.pool).request(method, path, body)
                 if resp.status < 300:
                     in_body = True
-                    deadline.reschedule(loop.time() + read)
+                    if not resp.complete:  # usually the whole answer came with its headers
+                        deadline.reschedule(loop.time() + read)
                     raw = await resp.read()
         except BaseException as exc:
             if resp is not None:
