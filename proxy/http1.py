@@ -185,14 +185,11 @@ class Response:
             await conn._wait()
 
     async def read(self) -> bytes:
-        """The whole body."""
-        conn = self._conn
-        while not conn.complete:
-            await conn._wait()
-        data = b"".join(conn.body)
-        conn.body.clear()
-        self.release()
-        return data
+        """The whole body, taken as it arrives (so reading paused at the high-water mark resumes)."""
+        parts = []
+        while chunk := await self.chunk():
+            parts.append(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def release(self) -> None:
         """Give the connection back: to the pool if the answer was read whole and keep-alive allowed."""

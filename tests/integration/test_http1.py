@@ -257,3 +257,19 @@ async def test_an_idle_connection_past_keepalive_is_not_reused(serve_app) -> Non
     second = json.loads(await (await pool.request("GET", "/port", None)).read())["port"]
     assert first != second
     assert pool.in_use == 0
+
+
+async def test_an_answer_larger_than_the_read_buffer_is_read_whole(serve_app) -> None:
+    """``read`` takes what arrived as it goes, so reading pauses and resumes instead of stalling."""
+    big = b"y" * (4 * _HIGH_WATER + 123)
+    app = web.Application()
+
+    async def whole(request: web.Request) -> web.Response:
+        return web.Response(body=big)
+
+    app.router.add_get("/whole", whole)
+    url = await serve_app(app)
+    pool = _pool(url)
+    resp = await pool.request("GET", "/whole", None)
+    assert await asyncio.wait_for(resp.read(), 5) == big
+    assert pool.in_use == 0
