@@ -212,26 +212,17 @@ class Response:
 class Pool:
     """Keep-alive connections to one backend's host, at most ``limit`` in use or idle at once."""
 
-    def __init__(self, url: str, *, headers: bytes, ssl_context: ssl.SSLContext | bool, limit: int,
+    def __init__(self, url: str, *, headers: bytes, tls: ssl.SSLContext | None, limit: int,
                  connect_timeout: float, keepalive: float = 30.0) -> None:
+        """``tls``: the context for an https:// ``url`` (the caller decides verification), else None."""
         parts = urlsplit(url)
-        self.https = parts.scheme == "https"
+        default_port = 443 if parts.scheme == "https" else 80
         self.host = parts.hostname or ""
-        self.port = parts.port or (443 if self.https else 80)
+        self.port = parts.port or default_port
         self.base_path = parts.path.rstrip("/")
-        default_port = self.port == (443 if self.https else 80)
         host = f"[{self.host}]" if ":" in self.host else self.host
-        self.host_header = host if default_port else f"{host}:{self.port}"
-        self.ssl: ssl.SSLContext | None = None
-        if self.https:
-            if isinstance(ssl_context, ssl.SSLContext):
-                self.ssl = ssl_context
-            elif ssl_context:
-                self.ssl = ssl.create_default_context()
-            else:
-                self.ssl = ssl.create_default_context()
-                self.ssl.check_hostname = False
-                self.ssl.verify_mode = ssl.CERT_NONE
+        self.host_header = host if self.port == default_port else f"{host}:{self.port}"
+        self.ssl = tls
         self.limit = limit
         self.connect_timeout = connect_timeout
         self.keepalive = keepalive

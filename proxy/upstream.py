@@ -43,15 +43,17 @@ log = logging.getLogger("proxy.upstream")
 _ERROR_BODY_LIMIT = 64 * 1024
 
 
-def _ssl_context(cfg: BackendConfig) -> ssl.SSLContext | bool:
+def _ssl_context(cfg: BackendConfig) -> ssl.SSLContext | None:
+    """The backend's TLS settings (None for http://), made once and shared by its pools."""
     if not cfg.url.startswith("https://"):
-        return True
+        return None
     if not cfg.tls_verify:
         log.warning("TLS verification is OFF for backend %s (tls_verify: false)", cfg.name)
-        return False
-    if cfg.ca_bundle:
-        return ssl.create_default_context(cafile=cfg.ca_bundle)
-    return True
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context(cafile=cfg.ca_bundle or None)
 
 
 def _status_outcome(status: int) -> Outcome:
@@ -147,8 +149,7 @@ class UpstreamResponse:
         except BaseException as exc:
             self.close()
             raise _translate(exc, self._backend, in_body=True) from None
-        self._done = True
-        self._resp.release()
+        self._done = True  # the last chunk() released the connection
 
     def close(self) -> None:
         if not self._done:
@@ -204,7 +205,7 @@ class Upstream:
         self.name = cfg.name
         self.kind = cfg.kind
         self.outstanding = 0
-        ssl_context = _ssl_context(cfg)
+        tls = _ssl_context(cfg)
         headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
         if cfg.api_key:  # an empty key (e.g. ${OPENAI_API_KEY:-} unset) sends no header
             headers["Authorization"] = f"Bearer {cfg.api_key}"
@@ -214,9 +215,9 @@ class Upstream:
         lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode("latin-1")
         t = cfg.timeouts
         self._timeouts = (t.first_byte, t.idle, t.read)
-        self.pool = Pool(cfg.url, headers=lines, ssl_context=ssl_context, limit=cfg.max_connections,
+        self.pool = Pool(cfg.url, headers=lines, tls=tls, limit=cfg.max_connections,
                          connect_timeout=t.connect)
-        self.probes = Pool(cfg.url, headers=lines, ssl_context=ssl_context, limit=4, connect_timeout=t.connect)
+        self.probes = Pool(cfg.url, headers=lines, tls=tls, limit=4, connect_timeout=t.connect)
 
     async def send(self, method: str, path: str, body: bytes | None = None, *,
                    first_byte: float | None = None, model: str | None = None) -> UpstreamResponse:

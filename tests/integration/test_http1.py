@@ -20,7 +20,7 @@ HEADERS = b"Content-Type: application/json\r\n"
 
 
 def _pool(url: str, limit: int = 8, keepalive: float = 30.0) -> Pool:
-    return Pool(url, headers=HEADERS, ssl_context=True, limit=limit, connect_timeout=2.0, keepalive=keepalive)
+    return Pool(url, headers=HEADERS, tls=None, limit=limit, connect_timeout=2.0, keepalive=keepalive)
 
 
 @pytest.fixture
