@@ -81,23 +81,21 @@ class Proc:
     def tree(self) -> list[int]:
         return [self.pid, *descendants(self.pid)] if self.alive() else []
 
-    def cpu(self) -> float:
-        total = 0.0
+    def _sum(self, measure):
+        """``measure(pid)`` summed over the process tree; a process gone meanwhile counts as 0."""
+        total = 0
         for p in self.tree():
             try:
-                total += cpu_seconds(p)
+                total += measure(p)
             except OSError:
                 pass
         return total
 
+    def cpu(self) -> float:
+        return float(self._sum(cpu_seconds))
+
     def rss(self) -> int:
-        total = 0
-        for p in self.tree():
-            try:
-                total += rss_bytes(p)
-            except OSError:
-                pass
-        return total
+        return self._sum(rss_bytes)
 
     def log_tail(self, lines: int = 15) -> str:
         try:

@@ -2,7 +2,7 @@
 
 Each behaviour is a coroutine ``(fake, request, body) -> StreamResponse``. Script an endpoint with
 ``fake.script("/api/chat", ok("Hello"), status(500, "boom"))``: behaviours are used in order and the
-last one repeats. ``fake.requests`` records every ``(method, path, json body)``; ``fake.disconnects``
+last one repeats. ``fake.requests`` records every ``(method, path, json body, headers)``; ``fake.disconnects``
 counts requests whose client went away while the fake was still answering.
 """
 
@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+
+from tests.fakes.scripted import ScriptedFake
 
 Behaviour = Callable[["FakeOllama", web.Request, dict[str, Any]], Awaitable[web.StreamResponse]]
 
@@ -173,19 +175,18 @@ def stream_forever(delay: float = 0.05) -> Behaviour:
     return behave
 
 
-class FakeOllama:
+class FakeOllama(ScriptedFake):
     """The fake server's state: scripts per path, installed/running models, and a request log."""
 
     def __init__(self, *, models: Sequence[str] = ("llama3.2:latest", "nomic-embed-text:latest"),
                  running: Sequence[str] = (), version: str = "0.33.0", dims: int = 768) -> None:
-        self.requests: list[tuple[str, str, Any]] = []
+        super().__init__()
         self.disconnects = 0
         self.models = list(models)
         self.running = list(running)
         self.version = version
         self.dims = dims
         self.down = False  # every request fails with 500 while set
-        self._scripts: dict[str, list[Behaviour]] = {}
         self.app = web.Application(client_max_size=64 * 1024 * 1024)
         self.app.router.add_post("/api/chat", self._generate)
         self.app.router.add_post("/api/generate", self._generate)
@@ -197,25 +198,6 @@ class FakeOllama:
         self.app.router.add_post("/api/pull", self._pull)
         self.app.router.add_delete("/api/delete", self._delete)
         self.pull_behaviour: Behaviour | None = None
-
-    def script(self, path: str, *behaviours: Behaviour) -> FakeOllama:
-        self._scripts[path] = list(behaviours)
-        return self
-
-    def bodies(self, path: str) -> list[Any]:
-        return [body for _, p, body in self.requests if p == path]
-
-    async def _record(self, request: web.Request) -> dict[str, Any]:
-        raw = await request.read()
-        body = orjson.loads(raw) if raw else {}
-        self.requests.append((request.method, request.path, body))
-        return body
-
-    def _next(self, path: str) -> Behaviour | None:
-        script = self._scripts.get(path)
-        if not script:
-            return None
-        return script.pop(0) if len(script) > 1 else script[0]
 
     async def _generate(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
@@ -241,7 +223,7 @@ class FakeOllama:
                                   "load_duration": 10, "prompt_eval_count": 4 * len(items)})
 
     async def _tags(self, request: web.Request) -> web.StreamResponse:
-        self.requests.append((request.method, request.path, None))
+        self._seen(request)
         if self.down:
             return await status(500, "fake is down")(self, request, {})
         return web.json_response({"models": [
@@ -250,7 +232,7 @@ class FakeOllama:
             for m in self.models]})
 
     async def _ps(self, request: web.Request) -> web.StreamResponse:
-        self.requests.append((request.method, request.path, None))
+        self._seen(request)
         if self.down:
             return await status(500, "fake is down")(self, request, {})
         return web.json_response({"models": [
@@ -258,7 +240,7 @@ class FakeOllama:
              "context_length": 4096} for m in self.running]})
 
     async def _version(self, request: web.Request) -> web.StreamResponse:
-        self.requests.append((request.method, request.path, None))
+        self._seen(request)
         if self.down:
             return await status(500, "fake is down")(self, request, {})
         return web.json_response({"version": self.version})

@@ -16,6 +16,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.fakes.scripted import ScriptedFake
+
 Behaviour = Callable[["FakeOpenAI", web.Request, dict[str, Any]], Awaitable[web.StreamResponse]]
 
 CREATED = 1_790_000_000
@@ -94,38 +96,18 @@ def hang(seconds: float = 3600.0) -> Behaviour:
     return behave
 
 
-class FakeOpenAI:
+class FakeOpenAI(ScriptedFake):
     """The fake server's state: scripts per path, the model list, and a request log."""
 
     def __init__(self, *, models: tuple[str, ...] = ("gpt-4o-mini", "text-embedding-3-small"), dims: int = 8) -> None:
-        self.requests: list[tuple[str, str, Any, dict[str, str]]] = []
+        super().__init__()
         self.models = list(models)
         self.dims = dims
-        self._scripts: dict[str, list[Behaviour]] = {}
         self.app = web.Application()
         for path in ("/v1/chat/completions", "/v1/completions"):
             self.app.router.add_post(path, self._generate)
         self.app.router.add_post("/v1/embeddings", self._embeddings)
         self.app.router.add_get("/v1/models", self._models)
-
-    def script(self, path: str, *behaviours: Behaviour) -> FakeOpenAI:
-        self._scripts[path] = list(behaviours)
-        return self
-
-    def bodies(self, path: str) -> list[Any]:
-        return [body for _, p, body, _ in self.requests if p == path]
-
-    async def _record(self, request: web.Request) -> dict[str, Any]:
-        raw = await request.read()
-        body = orjson.loads(raw) if raw else {}
-        self.requests.append((request.method, request.path, body, dict(request.headers)))
-        return body
-
-    def _next(self, path: str) -> Behaviour | None:
-        script = self._scripts.get(path)
-        if not script:
-            return None
-        return script.pop(0) if len(script) > 1 else script[0]
 
     async def _generate(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
@@ -151,6 +133,6 @@ class FakeOpenAI:
                                   "usage": {"prompt_tokens": 3 * len(items), "total_tokens": 3 * len(items)}})
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
-        self.requests.append((request.method, request.path, None, dict(request.headers)))
+        self._seen(request)
         return web.json_response({"object": "list", "data": [
             {"id": m, "object": "model", "created": CREATED, "owned_by": "fake"} for m in self.models]})

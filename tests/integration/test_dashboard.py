@@ -25,7 +25,7 @@ class _LoadedFake(FakeOllama):
     """A fake whose loaded models expire a few minutes from now, as a live Ollama's do."""
 
     async def _ps(self, request: web.Request) -> web.StreamResponse:
-        self.requests.append((request.method, request.path, None))
+        self._seen(request)
         expires = (datetime.now(UTC) + timedelta(minutes=4, seconds=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
         return web.json_response({"models": [
             {"name": m, "model": m, "size": 2_019_393_189, "expires_at": expires, "size_vram": 2_019_393_189,
