@@ -84,6 +84,7 @@ class ServerConfig:
     shutdown_timeout: float = 30.0
     backend_headers: bool = True  # x-gateway-backend / x-gateway-model on responses
     cors_origins: tuple[str, ...] = ()
+    fast_lane: bool = True  # model endpoints served below aiohttp's web layer (proxy.fastlane)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -223,6 +224,7 @@ def _server(s: Section) -> ServerConfig:
         shutdown_timeout=s.number("shutdown_timeout", d.shutdown_timeout, minimum=0),
         backend_headers=s.bool("backend_headers", d.backend_headers),
         cors_origins=s.str_list("cors_origins", ()),
+        fast_lane=s.bool("fast_lane", d.fast_lane),
     )
     s.done()
     return server

@@ -27,7 +27,7 @@ from proxy.gateway import new_request_id
 from proxy.keys import CREDENTIAL, CTX, GATEWAY
 from proxy.router import RequestContext
 
-__all__ = ["gateway_middleware"]
+__all__ = ["gateway_middleware", "serve_request"]
 
 log = logging.getLogger("proxy.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -75,8 +75,12 @@ async def _authenticate(request: web.Request) -> None:
     request[CTX].credential = credential.name
 
 
-@web.middleware
-async def gateway_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def serve_request(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id, authentication, admission, the handler, errors rendered, the request recorded.
+
+    Shared by aiohttp's middleware and the fast lane (``proxy.fastlane``), which passes a
+    ``FastRequest`` with the same attributes.
+    """
     incoming = request.headers.get("X-Request-ID")
     rid = incoming if incoming and _REQUEST_ID.match(incoming) else new_request_id()
     ctx = RequestContext(request_id=rid, endpoint=request.path)
@@ -108,6 +112,12 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     if not response.prepared:
         response.headers["X-Request-ID"] = rid
     gw.finish(ctx)
+    return response
+
+
+@web.middleware
+async def gateway_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await serve_request(request, handler)
     if response.status == 408:  # the body did not arrive within server.body_timeout
         await _send_and_hang_up(request, response)
     return response

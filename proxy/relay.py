@@ -17,6 +17,7 @@ from aiohttp import web
 
 from policies.outcome import Outcome
 from proxy.errors import ProxyError, UpstreamBrokenStreamError, UpstreamStreamError, sse_error_event
+from proxy.fastlane.request import FastRequest
 from proxy.jsonio import JSONDecodeError, loads
 from proxy.router import RequestContext
 from proxy.translate.stream import ChatStream, CompletionStream
@@ -52,8 +53,11 @@ class _EventStream(web.StreamResponse):
 
 
 async def _commit(request: web.Request, ctx: RequestContext, headers: Mapping[str, str]) -> web.StreamResponse:
-    response = _EventStream(status=200, headers={**SSE_HEADERS, **headers})
-    await response.prepare(request)
+    if isinstance(request, FastRequest):
+        response: web.StreamResponse = request.open_stream({**SSE_HEADERS, **headers})  # type: ignore[assignment]
+    else:
+        response = _EventStream(status=200, headers={**SSE_HEADERS, **headers})
+        await response.prepare(request)
     ctx.committed = True
     return response
 

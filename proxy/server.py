@@ -19,14 +19,22 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from aiohttp import web
 
 from proxy.config import Config
 from proxy.errors import ServiceUnavailableError, render_error
+from proxy.fastlane.connection import Lane
+from proxy.handlers.embeddings import embeddings
+from proxy.handlers.generate import chat_completions, completions
+from proxy.middleware import gateway_middleware
 
 __all__ = ["start_site", "serve", "warn_if_exposed"]
+
+# served by the fast lane (proxy.fastlane) unless CORS or server.fast_lane: false says otherwise
+FAST_HANDLERS = {"/v1/chat/completions": chat_completions, "/v1/completions": completions,
+                 "/v1/embeddings": embeddings}
 
 log = logging.getLogger("proxy.server")
 
@@ -63,9 +71,10 @@ def _busy_response() -> bytes:
 
 
 class _Gate:
-    """The listening socket's protocol factory: aiohttp's protocol for at most ``limit`` connections."""
+    """The listening socket's protocol factory: the fast lane's or aiohttp's protocol, for at most
+    ``limit`` connections."""
 
-    def __init__(self, factory: web.Server, limit: int, header_timeout: float) -> None:
+    def __init__(self, factory: Callable[[], asyncio.Protocol], limit: int, header_timeout: float) -> None:
         self.factory, self.limit, self.header_timeout = factory, limit, header_timeout
         self.open = self.refusing = 0
         self.busy = _busy_response()
@@ -78,7 +87,7 @@ class _Gate:
 
 
 class _Counted(asyncio.Protocol):
-    """aiohttp's protocol for one connection, passed every event; counted until the connection is lost."""
+    """The protocol of one connection, passed every event; counted until the connection is lost."""
 
     def __init__(self, gate: _Gate, inner: asyncio.Protocol) -> None:
         self._gate, self._inner = gate, inner
@@ -146,19 +155,32 @@ class _Refusal(asyncio.Protocol):
 class _LimitedSite(web.TCPSite):
     """A TCPSite whose listening socket goes through a `_Gate` (aiohttp has no connection limit)."""
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int, *, max_connections: int,
-                 header_timeout: float, reuse_port: bool | None, backlog: int) -> None:
+    def __init__(self, runner: web.AppRunner, host: str, port: int, *, config: Config,
+                 reuse_port: bool | None, backlog: int) -> None:
         super().__init__(runner, host, port, reuse_port=reuse_port, backlog=backlog)
-        self.max_connections = max_connections
-        self.header_timeout = header_timeout
+        self.config = config
+        self.lane: Lane | None = None
 
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site with the runner (TCPSite.start, minus its create_server)
         server = self._runner.server
-        assert server is not None
+        assert server is not None and isinstance(self._runner, web.AppRunner)
+        app = self._runner.app
+        factory: Callable[[], asyncio.Protocol] = server
+        # the fast lane runs the gateway middleware and nothing else: any other middleware or
+        # response hook (CORS) means every request goes through aiohttp's web layer
+        if (self.config.server.fast_lane and list(app.middlewares) == [gateway_middleware]
+                and not app.on_response_prepare):
+            factory = self.lane = Lane(app, server, FAST_HANDLERS)
         self._server = await asyncio.get_running_loop().create_server(
-            _Gate(server, self.max_connections, self.header_timeout), self._host, self._port, backlog=self._backlog,
-            reuse_address=self._reuse_address, reuse_port=self._reuse_port)
+            _Gate(factory, self.config.server.max_connections, self.config.server.header_timeout),
+            self._host, self._port, backlog=self._backlog, reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port)
+
+    async def stop(self) -> None:
+        await super().stop()  # stop accepting
+        if self.lane is not None:  # then the fast lane's requests finish, before aiohttp's server drains its own
+            await self.lane.shutdown(self.config.server.shutdown_timeout)
 
 
 async def start_site(app: web.Application, config: Config, *, host: str, port: int,
@@ -169,9 +191,7 @@ async def start_site(app: web.Application, config: Config, *, host: str, port: i
                            keepalive_timeout=config.server.keepalive_timeout,
                            max_field_size=16384, max_line_size=16384)
     await runner.setup()
-    site = _LimitedSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024,
-                        max_connections=config.server.max_connections,
-                        header_timeout=config.server.header_timeout)
+    site = _LimitedSite(runner, host, port, config=config, reuse_port=reuse_port or None, backlog=1024)
     await site.start()
     sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
     bound = sockets[0].getsockname()[1] if sockets else port

@@ -1,0 +1,1 @@
+"""The model endpoints served below aiohttp's ``web`` layer (see ``connection``)."""
