@@ -70,9 +70,9 @@ async def _close_when_drained(old: Mapping[str, Upstream]) -> None:
 def _warn_restart_only(before: Config, after: Config) -> None:
     b, a = before.server, after.server
     for what, old, new in (("server.host/port/workers", (b.host, b.port, b.workers), (a.host, a.port, a.workers)),
-                           ("server.max_body_mb/max_connections/keepalive_timeout",
-                            (b.max_body_bytes, b.max_connections, b.keepalive_timeout),
-                            (a.max_body_bytes, a.max_connections, a.keepalive_timeout)),
+                           ("server.max_body_mb/max_connections/keepalive_timeout/fast_lane",
+                            (b.max_body_bytes, b.max_connections, b.keepalive_timeout, b.fast_lane),
+                            (a.max_body_bytes, a.max_connections, a.keepalive_timeout, a.fast_lane)),
                            ("logging", before.logging, after.logging),
                            ("server.cors_origins (CORS was off at start)",
                             bool(b.cors_origins), bool(b.cors_origins or a.cors_origins)),

@@ -171,7 +171,7 @@ class _LimitedSite(web.TCPSite):
         # response hook (CORS) means every request goes through aiohttp's web layer
         if (self.config.server.fast_lane and list(app.middlewares) == [gateway_middleware]
                 and not app.on_response_prepare):
-            factory = self.lane = Lane(app, server, FAST_HANDLERS)
+            factory = self.lane = Lane(app, server, FAST_HANDLERS, self.config.server)
         self._server = await asyncio.get_running_loop().create_server(
             _Gate(factory, self.config.server.max_connections, self.config.server.header_timeout),
             self._host, self._port, backlog=self._backlog, reuse_address=self._reuse_address,

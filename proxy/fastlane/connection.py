@@ -27,7 +27,8 @@ from multidict import CIMultiDict
 
 from proxy.errors import render_error
 from proxy.fastlane.request import EventStream, FastRequest, response_bytes
-from proxy.keys import CTX, GATEWAY
+from proxy.config import ServerConfig
+from proxy.keys import CTX
 from proxy.middleware import serve_request
 
 __all__ = ["Lane", "FastConnection"]
@@ -44,9 +45,9 @@ class Lane:
     """What the fast lane serves for one app, and its open connections."""
 
     def __init__(self, app: web.Application, factory: Callable[[], asyncio.Protocol],
-                 handlers: dict[str, Handler]) -> None:
+                 handlers: dict[str, Handler], server: ServerConfig) -> None:
         self.app = app
-        self.gw = app[GATEWAY]
+        self.server = server  # as at start, like aiohttp's settings (a reload changes them after a restart)
         self.factory = factory  # aiohttp's protocol, for the connections handed over
         self.routes = {f"POST {path} HTTP/1.1".encode(): (path, handler) for path, handler in handlers.items()}
         self.connections: set[FastConnection] = set()
@@ -228,11 +229,10 @@ class FastConnection(asyncio.Protocol):
         request = self.request = FastRequest(self, self.lane.app, path, headers, length,
                                              keep_alive=parser.should_keep_alive())
         rest = buf[end + 4:]
-        if length > self.lane.gw.config.server.max_body_bytes:
-            rest = b""  # not read: the answer is a 413 and the connection closes
-            self._pause_reading()
-        elif length:
+        if length:
             rest = rest[request.feed(rest):] if rest else rest
+            if request.missing and length > self.lane.server.max_body_bytes:
+                self._pause_reading()  # the answer is a 413: do not take in the body it refuses
         self._buf = rest
         self.task = asyncio.get_running_loop().create_task(self._serve(request, handler))
         self.task.add_done_callback(self._served)
@@ -284,7 +284,7 @@ class FastConnection(asyncio.Protocol):
     def _arm_idle(self) -> None:
         if self._idle is None:
             self._idle = asyncio.get_running_loop().call_later(
-                self.lane.gw.config.server.keepalive_timeout, self._idle_close)
+                self.lane.server.keepalive_timeout, self._idle_close)
 
     def _idle_close(self) -> None:
         self._idle = None
