@@ -11,7 +11,8 @@ of its life: every behaviour and limit of the ``web`` app applies to it unchange
 Requests on one connection are served in order (pipelined ones wait, reading pauses above
 256 KiB). An idle connection closes after ``server.keepalive_timeout``; a client that leaves
 cancels its handler (so Ollama stops generating); an answer sent before the whole body arrived
-(413, 408, auth errors) closes the connection. ``Lane.shutdown`` closes idle connections, lets
+(413, auth errors) half-closes the connection and drops what still arrives for 2 s before closing
+it (a 408 closes at once). ``Lane.shutdown`` closes idle connections, lets
 requests in flight finish within the shutdown timeout and cancels the rest.
 """
 
@@ -39,6 +40,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _MAX_HEAD = 16384  # aiohttp's limit per line here (server.start_site); a bigger head goes to aiohttp
 _MAX_HEADERS = 128  # aiohttp's default: more headers go to aiohttp, which refuses them
 _MAX_PIPELINED = 256 * 1024
+_LINGER = 2.0  # seconds an early answer's connection keeps reading (and dropping) before it closes
 
 
 class Lane:
@@ -101,6 +103,7 @@ class FastConnection(asyncio.Protocol):
         self.request: FastRequest | None = None
         self.task: asyncio.Task[None] | None = None
         self.closing = False
+        self._discarding = False  # after an early answer: what still arrives is dropped (see _linger)
         self._buf = b""  # received bytes not yet parsed (a partial head, pipelined requests)
         self._idle: asyncio.TimerHandle | None = None
         self._reading_paused = False
@@ -115,6 +118,8 @@ class FastConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.inner is not None:
             self.inner.data_received(data)
+            return
+        if self._discarding:
             return
         request = self.request
         if request is not None and request.missing:
@@ -261,8 +266,27 @@ class FastConnection(asyncio.Protocol):
                                   close=True)
             close = True
         transport.write(data)
-        if close:
+        if request.missing and response.status != 408:
+            self._linger()
+        elif close:
             transport.close()
+
+    def _linger(self) -> None:
+        """After an answer sent before the whole body arrived (401, 413, ...): half-close, then read and
+        drop what the client still sends for up to ``_LINGER`` seconds, so its unsent body does not turn
+        our close into a reset that discards the answer. (A 408 closes at once: that client is slow.)"""
+        self.closing = self._discarding = True
+        self._buf = b""
+        transport = self.transport
+        assert transport is not None
+        if transport.can_write_eof():
+            transport.write_eof()
+        if self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+        if self._idle is not None:
+            self._idle.cancel()
+        self._idle = asyncio.get_running_loop().call_later(_LINGER, transport.close)
 
     def _served(self, task: asyncio.Task[None]) -> None:
         self.task = self.request = None

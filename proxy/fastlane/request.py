@@ -38,15 +38,12 @@ def _http_date() -> str:
 
 def _head(status: int, reason: str | None, headers: Mapping[str, str], extra: str) -> bytes:
     """Status line and headers; a header with a line break in it is refused (no header injection)."""
-    lines = [f"HTTP/1.1 {status} {reason or HTTPStatus(status).phrase}"]
-    for name, value in headers.items():
-        if name.lower() in _HOP:
-            continue
-        if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
-            raise ValueError(f"line break in response header {name!r}")
-        lines.append(f"{name}: {value}")
-    lines.append(f"Date: {_http_date()}\r\n{extra}\r\n\r\n")
-    return "\r\n".join(lines).encode("latin-1")
+    lines = [f"{name}: {value}\r\n" for name, value in headers.items() if name.lower() not in _HOP]
+    text = "".join(lines)
+    if text.count("\n") != len(lines) or text.count("\r") != len(lines):  # one CRLF per header, no more
+        raise ValueError("line break in a response header")
+    return (f"HTTP/1.1 {status} {reason or HTTPStatus(status).phrase}\r\n{text}"
+            f"Date: {_http_date()}\r\n{extra}\r\n\r\n").encode()  # UTF-8, as aiohttp writes headers
 
 
 def response_bytes(response: web.Response, *, close: bool) -> bytes:

@@ -250,3 +250,40 @@ async def test_fast_lane_switch_and_cors(fake_ollama, start_gateway, server, by_
     if "cors_origins" in server:
         assert answer.headers["access-control-allow-origin"] == "https://app.example"
     writer.close()
+
+
+@pytest.mark.parametrize("fast_lane", [True, False])
+async def test_non_ascii_route_and_model_names_work_in_both_lanes(fake_ollama, start_gateway, fast_lane):
+    """Names from the config and the client are Unicode; both lanes send them as UTF-8 headers."""
+    gateway = await start_gateway(one_backend_config(
+        fake_ollama.url, server={"fast_lane": fast_lane},
+        routes=[{"name": "modèles-模型", "models": ["modèle-ü"], "targets": [{"backend": "local", "model": "llama3.2"}]}]))
+    async with gateway.client() as client:
+        raw = await client.chat.completions.with_raw_response.create(
+            model="modèle-ü", messages=[{"role": "user", "content": "hi"}])
+    assert raw.headers["x-gateway-route"] == "modèles-模型"  # httpx decodes header values as UTF-8
+    assert raw.parse().model == "modèle-ü"
+
+
+async def test_a_413_reaches_a_client_still_uploading_its_body(fake_ollama, start_gateway):
+    """The client keeps sending a body the gateway refused: the answer is not lost to a reset (the
+    connection half-closes and drops the rest for a moment), then the connection closes."""
+    gateway = await start_gateway(one_backend_config(fake_ollama.url, server={"max_body_mb": 1}))
+    host, port = gateway.url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    total = 8 * 1024 * 1024
+    await loop.sock_sendall(sock, b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n"
+                                  b"Content-Length: %d\r\n\r\n" % total)
+    await asyncio.sleep(0.2)  # the 413 is on its way back before most of the body is sent
+    chunk = b"x" * 65536
+    for _ in range(total // len(chunk)):
+        await loop.sock_sendall(sock, chunk)
+    received = b""
+    async with asyncio.timeout(10):
+        while data := await loop.sock_recv(sock, 65536):
+            received += data
+    sock.close()
+    assert received.startswith(b"HTTP/1.1 413 ") and b"Connection: close" in received
+    assert orjson.loads(received.split(b"\r\n\r\n", 1)[1])["error"]["type"] == "invalid_request_error"

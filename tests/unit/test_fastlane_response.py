@@ -61,3 +61,9 @@ def test_a_header_with_a_line_break_is_refused(value):
     """No header injection: a value carrying client text with a line break is never written."""
     with pytest.raises(ValueError, match="line break"):
         response_bytes(web.Response(body=b"{}", headers={"x-gateway-model": value}), close=False)
+
+
+def test_a_non_ascii_header_value_is_sent_as_utf8_like_aiohttp():
+    """A model name is client text and may be any Unicode (x-gateway-model echoes it)."""
+    raw = response_bytes(web.Response(body=b"{}", headers={"x-gateway-model": "modèle-模型"}), close=False)
+    assert "x-gateway-model: modèle-模型\r\n".encode() in raw
