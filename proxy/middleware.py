@@ -27,7 +27,7 @@ from proxy.gateway import new_request_id
 from proxy.keys import CREDENTIAL, CTX, GATEWAY
 from proxy.router import RequestContext
 
-__all__ = ["gateway_middleware", "serve_request"]
+__all__ = ["Handler", "gateway_middleware", "serve_request"]
 
 log = logging.getLogger("proxy.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")

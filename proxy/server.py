@@ -3,10 +3,12 @@
 Handler cancellation is on: when a client disconnects, its handler is cancelled, which closes the
 upstream request at once (also while waiting for the first byte), so Ollama stops generating.
 A new connection must deliver its first request's headers within ``server.header_timeout``
-seconds or it is closed (slowloris). At most ``server.max_connections`` connections are open at once (idle keep-alive ones and clients
-still sending their headers included); one more gets a 503 in OpenAI's shape and is closed.
-SIGTERM/SIGINT stop accepting, let in-flight requests and streams finish for up to
-``server.shutdown_timeout`` seconds, then close. SIGHUP re-reads the config file (hot reload).
+seconds or it is closed (slowloris). At most ``server.max_connections`` connections are open at once
+(idle keep-alive ones and clients still sending their headers included); one more gets a 503 in
+OpenAI's shape and is closed. Connections start in the fast lane (``proxy.fastlane``), which serves
+the model endpoints itself and hands anything else to aiohttp's protocol. SIGTERM/SIGINT stop
+accepting, let in-flight requests and streams finish for up to ``server.shutdown_timeout`` seconds,
+then close. SIGHUP re-reads the config file (hot reload).
 """
 
 from __future__ import annotations
@@ -26,15 +28,22 @@ from aiohttp import web
 from proxy.config import Config
 from proxy.errors import ServiceUnavailableError, render_error
 from proxy.fastlane.connection import Lane
-from proxy.handlers.embeddings import embeddings
-from proxy.handlers.generate import chat_completions, completions
-from proxy.middleware import gateway_middleware
+from proxy.middleware import Handler, gateway_middleware
 
 __all__ = ["start_site", "serve", "warn_if_exposed"]
 
-# served by the fast lane (proxy.fastlane) unless CORS or server.fast_lane: false says otherwise
-FAST_HANDLERS = {"/v1/chat/completions": chat_completions, "/v1/completions": completions,
-                 "/v1/embeddings": embeddings}
+# POSTed to the fast lane (proxy.fastlane) unless CORS or server.fast_lane: false says otherwise
+FAST_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+
+
+def _fast_handlers(app: web.Application) -> dict[str, Handler]:
+    """The app's own POST handlers of ``FAST_PATHS``: the fast lane calls exactly what aiohttp would."""
+    found = {}
+    for route in app.router.routes():
+        path = route.resource.get_info().get("path") if route.resource is not None else None
+        if route.method == "POST" and path in FAST_PATHS:
+            found[path] = route.handler
+    return found
 
 log = logging.getLogger("proxy.server")
 
@@ -171,7 +180,7 @@ class _LimitedSite(web.TCPSite):
         # response hook (CORS) means every request goes through aiohttp's web layer
         if (self.config.server.fast_lane and list(app.middlewares) == [gateway_middleware]
                 and not app.on_response_prepare):
-            factory = self.lane = Lane(app, server, FAST_HANDLERS, self.config.server)
+            factory = self.lane = Lane(app, server, _fast_handlers(app), self.config.server)
         self._server = await asyncio.get_running_loop().create_server(
             _Gate(factory, self.config.server.max_connections, self.config.server.header_timeout),
             self._host, self._port, backlog=self._backlog, reuse_address=self._reuse_address,

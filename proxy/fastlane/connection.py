@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import httptools
 from aiohttp import web
@@ -30,13 +30,12 @@ from proxy.errors import render_error
 from proxy.fastlane.request import EventStream, FastRequest, response_bytes
 from proxy.config import ServerConfig
 from proxy.keys import CTX
-from proxy.middleware import serve_request
+from proxy.middleware import Handler, serve_request
 
 __all__ = ["Lane", "FastConnection"]
 
 log = logging.getLogger("proxy.fastlane")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _MAX_HEAD = 16384  # aiohttp's limit per line here (server.start_site); a bigger head goes to aiohttp
 _MAX_HEADERS = 128  # aiohttp's default: more headers go to aiohttp, which refuses them
 _MAX_PIPELINED = 256 * 1024
