@@ -15,6 +15,11 @@ Semantics worth knowing:
   request whose reused connection turns out to be closed before any byte of the answer arrives is
   sent once more on a new connection (the backend closed it while idle: the request never ran).
 - Reading is paused while more than ``_HIGH_WATER`` bytes of an answer wait for a slow consumer.
+- ``request(..., deadline=)`` bounds a call by a loop-clock deadline that ``Response.watch`` can move:
+  past it the answer fails with ``TimeoutError`` and the connection is dropped. The timer belongs to
+  the connection and is re-armed only when it fires early, not set and cancelled per request (a
+  timer costs about as much as parsing the answer). Waiting for a free connection or connecting
+  is bounded by the same deadline.
 """
 
 from __future__ import annotations
@@ -47,7 +52,8 @@ class _Connection(asyncio.Protocol):
     """One TCP (or TLS) connection and the state of the answer being read on it."""
 
     __slots__ = ("pool", "transport", "parser", "status", "headers", "body", "buffered", "complete",
-                 "framed", "error", "waiter", "started", "closed", "paused", "idle_since", "busy", "keep_alive")
+                 "framed", "error", "waiter", "started", "closed", "paused", "idle_since", "busy", "keep_alive",
+                 "deadline", "timer", "timer_at")
 
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
@@ -56,6 +62,9 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self.busy = False
+        self.deadline = 0.0  # the request in flight fails past this loop time (0: no deadline)
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
         self._reset()
 
     def _reset(self) -> None:
@@ -92,6 +101,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.busy and not self.complete and self.error is None:
             if self.status and not self.framed:
                 self.complete = True  # an answer delimited by the end of the connection
@@ -132,6 +144,28 @@ class _Connection(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_result(None)
 
+    def watch(self, deadline: float) -> None:
+        """Fail the request in flight at ``deadline`` (the connection's one timer, armed lazily)."""
+        self.deadline = deadline
+        if self.timer is None or deadline < self.timer_at:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer_at = deadline
+            self.timer = self.pool.loop.call_at(deadline, self._expire)
+
+    def _expire(self) -> None:
+        self.timer = None
+        if not self.busy or not self.deadline or self.complete:
+            return  # nothing in flight: the next request arms it again
+        if self.pool.loop.time() < self.deadline:
+            self.timer_at = self.deadline
+            self.timer = self.pool.loop.call_at(self.deadline, self._expire)
+            return
+        if self.error is None:
+            self.error = TimeoutError("the backend's answer did not arrive in time")
+        self.close()
+        self._wake()
+
     async def _wait(self) -> None:
         if self.error is not None:
             raise self.error
@@ -164,6 +198,10 @@ class Response:
     def complete(self) -> bool:
         """The whole answer has arrived (``read`` will not wait)."""
         return self._conn.complete
+
+    def watch(self, deadline: float) -> None:
+        """Move the deadline of this call (set by ``Pool.request``) to ``deadline``."""
+        self._conn.watch(deadline)
 
     async def chunk(self) -> bytes:
         """The body bytes that have arrived (waiting for some), or ``b""`` at the end of the answer."""
@@ -244,10 +282,13 @@ class Pool:
                 self._heads[(method, path)] = head
         return head
 
-    async def request(self, method: str, path: str, body: bytes | None) -> Response:
+    async def request(self, method: str, path: str, body: bytes | None, *,
+                      deadline: float | None = None) -> Response:
         """Send a request; return once the answer's status and headers are in.
 
-        On any failure or cancellation the connection is dropped, never returned to the pool.
+        With ``deadline`` (loop time), the call fails with ``TimeoutError`` past it, until the
+        answer is read or ``Response.watch`` moves it. On any failure or cancellation the
+        connection is dropped, never returned to the pool.
         """
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
@@ -257,9 +298,18 @@ class Pool:
         else:
             payload = head + b"Content-Length: %d\r\n\r\n" % len(body)
         for attempt in (0, 1):
-            conn, reused = await self._acquire()
+            idle = self._take_idle() if deadline is not None else None
+            if idle is not None:
+                conn, reused = idle, True
+            elif deadline is None:
+                conn, reused = await self._acquire()
+            else:
+                async with asyncio.timeout_at(deadline):
+                    conn, reused = await self._acquire()
             conn._reset()
             conn.busy = True
+            if deadline is not None:
+                conn.watch(deadline)
             try:
                 transport = conn.transport
                 assert transport is not None
@@ -281,18 +331,27 @@ class Pool:
             return Response(conn)
         raise AssertionError("unreachable")
 
-    async def _acquire(self) -> tuple[_Connection, bool]:
+    def _take_idle(self) -> _Connection | None:
+        """The most recently used idle connection still fit for reuse, if any."""
         idle = self._idle
+        if self._closed:
+            return None
+        now = self.loop.time()
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and now - conn.idle_since < self.keepalive and not conn.transport.is_closing():
+                return conn
+            conn.close()
+            self._count -= 1
+        return None
+
+    async def _acquire(self) -> tuple[_Connection, bool]:
         while True:
             if self._closed:
                 raise ConnectionClosed(started=False)
-            now = self.loop.time()
-            while idle:
-                conn = idle.pop()
-                if not conn.closed and now - conn.idle_since < self.keepalive and not conn.transport.is_closing():
-                    return conn, True
-                conn.close()
-                self._count -= 1
+            conn = self._take_idle()
+            if conn is not None:
+                return conn, True
             if not self.limit or self._count < self.limit:
                 break
             waiter = self.loop.create_future()
@@ -319,6 +378,7 @@ class Pool:
         if not conn.busy:
             return
         conn.busy = False
+        conn.deadline = 0.0
         if reusable and not self._closed and not conn.closed:
             conn.idle_since = self.loop.time()
             self._idle.append(conn)

@@ -236,8 +236,8 @@ class Upstream:
                     first_byte: float | None = None, pool: Pool | None = None) -> bytes:
         """Send a request and read the whole 2xx answer (non-streamed calls).
 
-        One timer serves both phases: ``first_byte`` until the answer starts, then re-armed for
-        ``read``; a non-2xx answer raises the same ProxyError as ``send``.
+        One deadline, kept by the backend connection, serves both phases: ``first_byte`` until the
+        answer starts, then moved to ``read``; a non-2xx answer raises the same ProxyError as ``send``.
         """
         loop = asyncio.get_running_loop()
         first, _, read = self._timeouts
@@ -246,13 +246,12 @@ class Upstream:
         resp: Response | None = None
         in_body = False
         try:
-            async with asyncio.timeout_at(loop.time() + first) as deadline:
-                resp = await (pool or self.pool).request(method, path, body)
-                if resp.status < 300:
-                    in_body = True
-                    if not resp.complete:  # usually the whole answer came with its headers
-                        deadline.reschedule(loop.time() + read)
-                    raw = await resp.read()
+            resp = await (pool or self.pool).request(method, path, body, deadline=loop.time() + first)
+            if resp.status < 300:
+                in_body = True
+                if not resp.complete:  # usually the whole answer came with its headers
+                    resp.watch(loop.time() + read)
+                raw = await resp.read()
         except BaseException as exc:
             if resp is not None:
                 resp.close()

@@ -104,7 +104,8 @@ class FastConnection(asyncio.Protocol):
         self.closing = False
         self._discarding = False  # after an early answer: what still arrives is dropped (see _linger)
         self._buf = b""  # received bytes not yet parsed (a partial head, pipelined requests)
-        self._idle: asyncio.TimerHandle | None = None
+        self._idle: asyncio.TimerHandle | None = None  # the keep-alive timer (or the linger's, see _linger)
+        self._idle_since = 0.0
         self._reading_paused = False
         self._writing_paused = False
         self._drain: asyncio.Future[None] | None = None
@@ -225,10 +226,7 @@ class FastConnection(asyncio.Protocol):
                 or "Expect" in headers or "Upgrade" in headers):
             self._hand_over()
             return
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
-        path, handler = route
+        path, handler = route  # the idle timer stays armed: it finds the connection busy (see _idle_check)
         length = int(lengths[0])
         request = self.request = FastRequest(self, self.lane.app, path, headers, length,
                                              keep_alive=parser.should_keep_alive())
@@ -305,14 +303,23 @@ class FastConnection(asyncio.Protocol):
         self._next()
 
     def _arm_idle(self) -> None:
+        """Idle from now on. One timer per connection, not per request: it is armed once and, when
+        it fires early (the connection was busy since), re-armed for the idle time left."""
+        loop = asyncio.get_running_loop()
+        self._idle_since = loop.time()
         if self._idle is None:
-            self._idle = asyncio.get_running_loop().call_later(
-                self.lane.server.keepalive_timeout, self._idle_close)
+            self._idle = loop.call_at(self._idle_since + self.lane.server.keepalive_timeout, self._idle_check)
 
-    def _idle_close(self) -> None:
+    def _idle_check(self) -> None:
         self._idle = None
-        if self.task is None and self.inner is None:
+        if self.task is not None or self.inner is not None:
+            return  # busy: armed again when it goes idle
+        due = self._idle_since + self.lane.server.keepalive_timeout
+        loop = asyncio.get_running_loop()
+        if loop.time() >= due:
             self.close()
+        else:
+            self._idle = loop.call_at(due, self._idle_check)
 
     def _hand_over(self) -> None:
         """From now on aiohttp's protocol serves this connection, starting with the bytes we hold."""

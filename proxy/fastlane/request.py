@@ -38,7 +38,10 @@ def _http_date() -> str:
 
 def _head(status: int, reason: str | None, headers: Mapping[str, str], extra: str) -> bytes:
     """Status line and headers; a header with a line break in it is refused (no header injection)."""
-    lines = [f"{name}: {value}\r\n" for name, value in headers.items() if name.lower() not in _HOP]
+    items = headers.items()
+    if any(name in headers for name in _HOP):  # framing is ours to write: never the response object's
+        items = [(name, value) for name, value in items if name.lower() not in _HOP]
+    lines = [f"{name}: {value}\r\n" for name, value in items]
     text = "".join(lines)
     if text.count("\n") != len(lines) or text.count("\r") != len(lines):  # one CRLF per header, no more
         raise ValueError("line break in a response header")
@@ -49,7 +52,7 @@ def _head(status: int, reason: str | None, headers: Mapping[str, str], extra: st
 def response_bytes(response: web.Response, *, close: bool) -> bytes:
     """A whole ``web.Response`` as HTTP/1.1 bytes with Content-Length (and Connection: close)."""
     body = response.body
-    if not isinstance(body, bytes | bytearray):
+    if not isinstance(body, (bytes, bytearray)):
         raise TypeError("the fast lane sends bytes bodies only")
     extra = f"Content-Length: {len(body)}" + ("\r\nConnection: close" if close else "")
     return _head(response.status, response.reason, response.headers, extra) + body

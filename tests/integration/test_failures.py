@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aiohttp
 import orjson
+from aiohttp import web
 
 from tests.conftest import one_backend_config
 from tests.fakes.ollama import error_line_after, hang, ok, slow, status, stream_forever, truncate_after
@@ -37,6 +39,33 @@ async def test_first_byte_timeout_is_504(fake_ollama, start_gateway):
     code, headers, body = await post(gw.url, CHAT)
     assert code == 504
     assert orjson.loads(body)["error"]["code"] == "upstream_timeout"
+    await asyncio.sleep(0.1)
+    assert fake_ollama.fake.disconnects == 1
+
+
+async def test_a_non_streamed_answer_that_stops_mid_body_is_504_after_the_read_timeout(fake_ollama, start_gateway):
+    """Headers and half the body, then silence: the read timeout (not first_byte) ends it, and the
+    backend connection is dropped."""
+
+    async def half_then_silence(fake: Any, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/json", "Content-Length": "400"})
+        await resp.prepare(request)
+        await resp.write(b'{"model": "llama3.2", ')
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            fake.disconnects += 1
+            raise
+        return resp
+
+    fake_ollama.fake.script("/api/chat", half_then_silence)
+    raw = one_backend_config(fake_ollama.url)
+    raw["backends"][0]["timeouts"] = {"first_byte": 20, "read": 0.3}  # first_byte outlasts the silence
+    gw = await start_gateway(raw)
+    code, _, body = await post(gw.url, CHAT)
+    assert code == 504
+    error = orjson.loads(body)["error"]
+    assert error["code"] == "upstream_timeout" and "stopped sending" in error["message"]
     await asyncio.sleep(0.1)
     assert fake_ollama.fake.disconnects == 1
 

@@ -273,3 +273,58 @@ async def test_an_answer_larger_than_the_read_buffer_is_read_whole(serve_app) ->
     resp = await pool.request("GET", "/whole", None)
     assert await asyncio.wait_for(resp.read(), 5) == big
     assert pool.in_use == 0
+
+
+def _slow_app() -> web.Application:
+    """``/sleep/{ms}`` answers after a while; ``/partial`` sends half its body and then nothing."""
+    app = web.Application()
+
+    async def sleep(request: web.Request) -> web.Response:
+        await asyncio.sleep(int(request.match_info["ms"]) / 1000)
+        return web.Response(text="done")
+
+    async def partial(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Length": "10"})
+        await resp.prepare(request)
+        await resp.write(b"12345")
+        await asyncio.sleep(30)
+        return resp
+
+    app.router.add_get("/sleep/{ms}", sleep)
+    app.router.add_get("/partial", partial)
+    return app
+
+
+async def test_a_deadline_fails_the_call_even_when_the_connection_timer_was_set_later(serve_app) -> None:
+    """The connection's timer is armed for a far deadline by a first call; a second call on the
+    same connection with a near deadline still fails at it, and the connection is dropped."""
+    pool = _pool(await serve_app(_slow_app()))
+    loop = asyncio.get_running_loop()
+    assert await (await pool.request("GET", "/sleep/0", None, deadline=loop.time() + 60)).read() == b"done"
+    async with asyncio.timeout(10):  # a bound for the test, far beyond the deadline under test
+        with pytest.raises(TimeoutError):
+            await pool.request("GET", "/sleep/30000", None, deadline=loop.time() + 0.2)
+    assert pool.in_use == 0
+    assert await (await pool.request("GET", "/sleep/0", None, deadline=loop.time() + 60)).read() == b"done"
+
+
+async def test_watch_moves_the_deadline_for_the_body(serve_app) -> None:
+    pool = _pool(await serve_app(_slow_app()))
+    loop = asyncio.get_running_loop()
+    resp = await pool.request("GET", "/partial", None, deadline=loop.time() + 60)
+    resp.watch(loop.time() + 0.2)
+    async with asyncio.timeout(10):
+        with pytest.raises(TimeoutError):
+            await resp.read()
+    resp.close()  # what the caller (Upstream.fetch) does with a failed answer
+    assert pool.in_use == 0
+
+
+async def test_a_deadline_passing_after_the_answer_leaves_the_connection_reusable(serve_app) -> None:
+    """The timer fires on an idle connection: nothing is in flight, nothing is dropped."""
+    pool = _pool(await serve_app(_ports_app()))
+    loop = asyncio.get_running_loop()
+    first = json.loads(await (await pool.request("GET", "/port", None, deadline=loop.time() + 0.05)).read())
+    await asyncio.sleep(0.3)  # past the deadline: the connection's timer has fired meanwhile
+    second = json.loads(await (await pool.request("GET", "/port", None, deadline=loop.time() + 5)).read())
+    assert first["port"] == second["port"]
