@@ -298,13 +298,10 @@ class Pool:
         else:
             payload = head + b"Content-Length: %d\r\n\r\n" % len(body)
         for attempt in (0, 1):
-            idle = self._take_idle() if deadline is not None else None
-            if idle is not None:
-                conn, reused = idle, True
-            elif deadline is None:
-                conn, reused = await self._acquire()
-            else:
-                async with asyncio.timeout_at(deadline):
+            conn = self._take_idle()  # the usual case: no waiting, so nothing for a deadline to bound
+            reused = conn is not None
+            if conn is None:
+                async with asyncio.timeout_at(deadline):  # None: no deadline
                     conn, reused = await self._acquire()
             conn._reset()
             conn.busy = True

@@ -52,14 +52,12 @@ class Lane:
         self.factory = factory  # aiohttp's protocol, for the connections handed over
         self.routes = {f"POST {path} HTTP/1.1".encode(): (path, handler) for path, handler in handlers.items()}
         self.connections: set[FastConnection] = set()
-        self.closing = False
 
     def __call__(self) -> FastConnection:
         return FastConnection(self)
 
     async def shutdown(self, timeout: float) -> None:
         """Stop taking requests; let those in flight finish within ``timeout``, then cancel them."""
-        self.closing = True
         busy = []
         for conn in list(self.connections):
             conn.closing = True
@@ -79,7 +77,7 @@ class Lane:
 class _Head:
     """httptools callbacks for one request head."""
 
-    __slots__ = ("headers", "complete", "_name")
+    __slots__ = ("headers", "complete")
 
     def __init__(self) -> None:
         self.headers: list[tuple[str, str]] = []
@@ -174,9 +172,7 @@ class FastConnection(asyncio.Protocol):
 
     def want_body(self) -> None:
         """A handler waits for the rest of the body: make sure it is being read."""
-        if self._reading_paused:
-            self._reading_paused = False
-            self.transport.resume_reading()  # type: ignore[union-attr]
+        self._resume_reading()
 
     def close(self) -> None:
         if self.transport is not None:
@@ -187,6 +183,11 @@ class FastConnection(asyncio.Protocol):
         if not self._reading_paused and self.transport is not None:
             self._reading_paused = True
             self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
 
     def _next(self) -> None:
         """Start the request at the front of the buffer, wait for more of it, or hand over."""
@@ -244,9 +245,7 @@ class FastConnection(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         if isinstance(response, EventStream):
-            if not response.finished:
-                transport.close()
-            elif not request.keep_alive or self.closing:
+            if not response.finished or not request.keep_alive or self.closing:
                 transport.close()
             return
         if not isinstance(response, web.Response) or transport.is_closing():
@@ -278,9 +277,7 @@ class FastConnection(asyncio.Protocol):
         assert transport is not None
         if transport.can_write_eof():
             transport.write_eof()
-        if self._reading_paused:
-            self._reading_paused = False
-            transport.resume_reading()
+        self._resume_reading()
         if self._idle is not None:
             self._idle.cancel()
         self._idle = asyncio.get_running_loop().call_later(_LINGER, transport.close)
@@ -297,9 +294,7 @@ class FastConnection(asyncio.Protocol):
             return
         if self.transport is None or self.transport.is_closing():
             return
-        if self._reading_paused:
-            self._reading_paused = False
-            self.transport.resume_reading()
+        self._resume_reading()
         self._next()
 
     def _arm_idle(self) -> None:
@@ -334,9 +329,7 @@ class FastConnection(asyncio.Protocol):
         inner.connection_made(self.transport)  # type: ignore[arg-type]
         if self._writing_paused:
             inner.pause_writing()
-        if self._reading_paused:
-            self._reading_paused = False
-            self.transport.resume_reading()  # type: ignore[union-attr]
+        self._resume_reading()
         data, self._buf = self._buf, b""
         if data:
             inner.data_received(data)

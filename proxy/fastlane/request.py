@@ -132,7 +132,7 @@ class FastRequest:
 class EventStream:
     """A chunked 200 answer on a fast-lane connection; mirrors the StreamResponse calls the relay makes."""
 
-    __slots__ = ("_conn", "_head", "headers", "finished")
+    __slots__ = ("_conn", "_head", "finished")
     status = 200
     prepared = True
 
@@ -140,7 +140,6 @@ class EventStream:
         self._conn = conn
         extra = "Transfer-Encoding: chunked" + ("\r\nConnection: close" if conn.closing else "")
         self._head: bytes | None = _head(200, "OK", headers, extra)
-        self.headers = headers
         self.finished = False
 
     async def write(self, data: bytes) -> None:
