@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "hash-key":
         return _hash_key(argv[1:])
     if argv and argv[0] == "check":
-        from proxy.preflight import main as preflight_main
+        from proxy.background.preflight import main as preflight_main
 
         return preflight_main(argv[1:], os.environ)
     args = _serve_parser().parse_args(argv)
@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"invalid config:\n{exc}", file=sys.stderr)
         return 1
-    from proxy.logs import configure_logging
+    from proxy.telemetry.logs import configure_logging
     from proxy.server import serve
 
     configure_logging(config.logging.level, config.logging.format)

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from proxy.config import Config
-from proxy.logs import RequestLog
+from proxy.telemetry.logs import RequestLog
 from proxy.cors import install_cors
 from proxy.gateway import Gateway
 from proxy.handlers.embeddings import embeddings
@@ -29,12 +29,12 @@ from proxy.handlers.admin import (
 from proxy.handlers.health import healthz
 from proxy.handlers.models import list_models, retrieve_model
 from proxy.handlers.status import readyz, status
-from proxy.health import health_loop
+from proxy.background.health import health_loop
 from proxy.imagefetch import ImageFetcher, Resolver
 from proxy.keys import GATEWAY
 from proxy.middleware import gateway_middleware
-from proxy.upstream import close_upstreams, open_upstreams
-from proxy.warmup import start_warmup
+from proxy.upstream.backend import close_upstreams, open_upstreams
+from proxy.background.warmup import start_warmup
 
 __all__ = ["create_app"]
 
@@ -63,7 +63,7 @@ def create_app(config: Config, *, rng: random.Random | None = None, health_check
     if config.server.cors_origins:  # off: no middleware, no per-response hook on the hot path
         install_cors(app, lambda: gw.config.server.cors_origins)
     if config.metrics.enabled:
-        from proxy.metrics import Metrics
+        from proxy.telemetry.metrics import Metrics
 
         gw.metrics = Metrics(multiprocess_dir=multiprocess_dir)
 

@@ -20,6 +20,7 @@ from policies.parse import parse_policy
 from policies.schema import Problems, SchemaError, Section
 from proxy.auth import AuthConfig, parse_auth
 from proxy.imagefetch import ImageFetchConfig, parse_image_fetch
+from proxy.tls import TLSConfig, TLSError, server_context
 
 __all__ = [
     "Config",
@@ -27,6 +28,7 @@ __all__ = [
     "ServerConfig",
     "BackendConfig",
     "Timeouts",
+    "TLSConfig",
     "LoggingConfig",
     "MetricsConfig",
     "OpsConfig",
@@ -84,7 +86,7 @@ class ServerConfig:
     shutdown_timeout: float = 30.0
     backend_headers: bool = True  # x-gateway-backend / x-gateway-model on responses
     cors_origins: tuple[str, ...] = ()
-    fast_lane: bool = True  # model endpoints served below aiohttp's web layer (proxy.fastlane)
+    tls: TLSConfig | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -224,10 +226,19 @@ def _server(s: Section) -> ServerConfig:
         shutdown_timeout=s.number("shutdown_timeout", d.shutdown_timeout, minimum=0),
         backend_headers=s.bool("backend_headers", d.backend_headers),
         cors_origins=s.str_list("cors_origins", ()),
-        fast_lane=s.bool("fast_lane", d.fast_lane),
+        tls=_tls(s.mapping("tls")),
     )
     s.done()
     return server
+
+
+def _tls(s: Section) -> TLSConfig | None:
+    if not s.raw:
+        return None
+    cfg = TLSConfig(cert_file=s.str("cert_file") or "", key_file=s.str("key_file") or "",
+                    client_ca=s.str("client_ca", None))
+    s.done()
+    return cfg
 
 
 def _logging(s: Section) -> LoggingConfig:
@@ -324,7 +335,17 @@ def load_config(path: str | None, environ: Mapping[str, str]) -> Config:
         raise ConfigError([("", f"{path} is not valid YAML: {exc}")]) from None
     config = parse_config(raw if raw is not None else {}, environ, source=path)
     _check_ca_bundles(config)
+    _check_server_tls(config)
     return config
+
+
+def _check_server_tls(config: Config) -> None:
+    """``server.tls`` files that cannot be loaded are a config error, not a crash at startup."""
+    if config.server.tls is not None:
+        try:
+            server_context(config.server.tls)
+        except TLSError as exc:
+            raise ConfigError([("server.tls", str(exc))]) from None
 
 
 def _check_ca_bundles(config: Config) -> None:

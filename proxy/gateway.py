@@ -27,14 +27,14 @@ from proxy.config import Config
 from proxy.errors import RateLimitedError
 from proxy.ids import new_id
 from proxy.imagefetch import ImageFetcher
-from proxy.pull import PullBoard
+from proxy.background.pull import PullBoard
 from proxy.ratelimit import CallerLimits, Limits
 from proxy.router import RequestContext
-from proxy.upstream import Upstream
+from proxy.upstream.backend import Upstream
 
 if TYPE_CHECKING:
-    from proxy.logs import RequestLog
-    from proxy.metrics import Metrics
+    from proxy.telemetry.logs import RequestLog
+    from proxy.telemetry.metrics import Metrics
 
 __all__ = ["Gateway", "BackendHealth", "new_request_id"]
 
@@ -75,8 +75,8 @@ class Gateway:
         self.request_log: RequestLog | None = None
         self.catalog: tuple[float, list[dict[str, object]]] | None = None  # (fetched at, models)
         self.background: set[asyncio.Task[None]] = set()  # shadow requests, pulls, delayed closes
-        self.pulls = PullBoard()  # proxy.pull: model pulls in flight and their progress
-        self.warmup: dict[tuple[str, str], str] = {}  # (backend, model) -> proxy.warmup state
+        self.pulls = PullBoard()  # proxy.background.pull: model pulls in flight and their progress
+        self.warmup: dict[tuple[str, str], str] = {}  # (backend, model) -> proxy.background.warmup state
         self.image_fetcher: ImageFetcher | None = None  # set by create_app, closed on cleanup
         # scrypt (hashed keys) runs here: a flood of wrong keys cannot block the event loop, nor
         # starve the default executor that getaddrinfo uses; threads start on first use

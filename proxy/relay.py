@@ -17,11 +17,10 @@ from aiohttp import web
 
 from policies.outcome import Outcome
 from proxy.errors import ProxyError, UpstreamBrokenStreamError, UpstreamStreamError, sse_error_event
-from proxy.fastlane.request import FastRequest
 from proxy.jsonio import JSONDecodeError, loads
 from proxy.router import RequestContext
 from proxy.translate.stream import ChatStream, CompletionStream
-from proxy.upstream import UpstreamResponse
+from proxy.upstream.backend import UpstreamResponse
 
 __all__ = ["SSE_HEADERS", "relay_ollama_stream", "relay_openai_stream", "ollama_error_line"]
 
@@ -53,11 +52,8 @@ class _EventStream(web.StreamResponse):
 
 
 async def _commit(request: web.Request, ctx: RequestContext, headers: Mapping[str, str]) -> web.StreamResponse:
-    if isinstance(request, FastRequest):
-        response: web.StreamResponse = request.open_stream({**SSE_HEADERS, **headers})  # type: ignore[assignment]
-    else:
-        response = _EventStream(status=200, headers={**SSE_HEADERS, **headers})
-        await response.prepare(request)
+    response = _EventStream(status=200, headers={**SSE_HEADERS, **headers})
+    await response.prepare(request)
     ctx.committed = True
     return response
 

@@ -18,11 +18,11 @@ from policies.model import Attempt, Plan
 from policies.outcome import Outcome, should_fall_back
 from policies.retry import backoff_delay, may_retry
 from proxy.errors import ProxyError, ServiceUnavailableError
-from proxy.pull import auto_pull
+from proxy.background.pull import auto_pull
 
 if TYPE_CHECKING:
     from proxy.gateway import Gateway
-    from proxy.upstream import Upstream
+    from proxy.upstream.backend import Upstream
 
 __all__ = ["RequestContext", "run_plan"]
 

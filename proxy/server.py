@@ -1,14 +1,23 @@
 """Running the app: one process, or N worker processes sharing the port with SO_REUSEPORT.
 
+Every connection is served by aiohttp's own HTTP/1.1 protocol (``web.RequestHandler``), made by the
+runner's public ``server`` factory. Around it, on the listening socket, the gateway adds what aiohttp
+has no setting for:
+
+- at most ``server.max_connections`` open connections (idle keep-alive ones and clients still
+  sending their headers included); one more gets a 503 in OpenAI's shape and is closed;
+- a new connection must deliver its first request head within ``server.header_timeout`` seconds or
+  it is closed (slowloris); later heads on a kept-alive connection are bounded by aiohttp's own
+  ``keepalive_timeout``;
+- requests aiohttp's parser refuses (a line or header too long, too many headers, bad framing) are
+  answered in OpenAI's JSON error shape, and logged without any part of the offending bytes (an
+  oversized ``Authorization`` header must not reach a log);
+- HTTPS (and mutual TLS) when ``server.tls`` is set (``proxy.tls``).
+
 Handler cancellation is on: when a client disconnects, its handler is cancelled, which closes the
-upstream request at once (also while waiting for the first byte), so Ollama stops generating.
-A new connection must deliver its first request's headers within ``server.header_timeout``
-seconds or it is closed (slowloris). At most ``server.max_connections`` connections are open at once
-(idle keep-alive ones and clients still sending their headers included); one more gets a 503 in
-OpenAI's shape and is closed. Connections start in the fast lane (``proxy.fastlane``), which serves
-the model endpoints itself and hands anything else to aiohttp's protocol. SIGTERM/SIGINT stop
-accepting, let in-flight requests and streams finish for up to ``server.shutdown_timeout`` seconds,
-then close. SIGHUP re-reads the config file (hot reload).
+upstream request at once, so Ollama stops generating. SIGTERM/SIGINT stop accepting, let in-flight
+requests and streams finish for up to ``server.shutdown_timeout`` seconds, then close. SIGHUP
+re-reads the config file (hot reload) and the TLS certificate.
 """
 
 from __future__ import annotations
@@ -19,33 +28,24 @@ import logging
 import os
 import shutil
 import signal
+import socket
+import ssl
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
 
-from aiohttp import web
+from aiohttp import http_exceptions, web
 
 from proxy.config import Config
-from proxy.errors import ServiceUnavailableError, render_error
-from proxy.fastlane.connection import Lane
-from proxy.middleware import Handler, gateway_middleware
+from proxy.errors import InvalidRequestError, ProxyError, ServiceUnavailableError, render_error
 
-__all__ = ["start_site", "serve", "warn_if_exposed"]
-
-# POSTed to the fast lane (proxy.fastlane) unless CORS or server.fast_lane: false says otherwise
-FAST_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
-
-
-def _fast_handlers(app: web.Application) -> dict[str, Handler]:
-    """The app's own POST handlers of ``FAST_PATHS``: the fast lane calls exactly what aiohttp would."""
-    found = {}
-    for route in app.router.routes():
-        path = route.resource.get_info().get("path") if route.resource is not None else None
-        if route.method == "POST" and path in FAST_PATHS:
-            found[path] = route.handler
-    return found
+__all__ = ["Serving", "start_site", "serve", "warn_if_exposed"]
 
 log = logging.getLogger("proxy.server")
+
+_MAX_HEAD_LINE = 16384  # bytes in the request line or one header line (aiohttp's default is 8190)
+_REFUSING_MAX = 256  # refusals in progress beyond this are reset without an answer
+_REFUSAL_LINGER = 2.0  # seconds a refused client gets to read the 503 before the socket closes
 
 
 def _is_loopback(host: str) -> bool:
@@ -58,16 +58,20 @@ def _is_loopback(host: str) -> bool:
 
 
 def warn_if_exposed(config: Config, host: str) -> bool:
-    """Log a warning (and return True) when client auth is off and ``host`` is not loopback."""
-    if config.auth.credentials or _is_loopback(host):
+    """Log a warning (and return True) when ``host`` is beyond loopback and clients are either not
+    authenticated at all, or send their credentials in clear text (no ``server.tls``)."""
+    if _is_loopback(host):
         return False
-    log.warning("authentication is OFF and the gateway listens on %s: anyone who reaches this port "
-                "can use every model. Configure auth.credentials.", host or "every interface")
-    return True
-
-
-_REFUSING_MAX = 256  # refusals in progress beyond this are reset without an answer
-_REFUSAL_LINGER = 2.0  # seconds a refused client gets to read the 503 before the socket closes
+    where = host or "every interface"
+    if not config.auth.credentials:
+        log.warning("authentication is OFF and the gateway listens on %s: anyone who reaches this port "
+                    "can use every model. Configure auth.credentials.", where)
+        return True
+    if config.server.tls is None:
+        log.warning("the gateway listens on %s without TLS: clients' API keys and passwords cross the "
+                    "network in clear text. Configure server.tls (or terminate TLS in front).", where)
+        return True
+    return False
 
 
 def _busy_response() -> bytes:
@@ -79,9 +83,40 @@ def _busy_response() -> bytes:
     return ("\r\n".join(head) + "\r\n\r\n").encode("ascii") + body
 
 
+def _refusal(exc: BaseException | None, status: int) -> ProxyError:
+    """What a parser-level refusal tells the client: a fixed text per cause, never the bytes sent."""
+    if isinstance(exc, http_exceptions.LineTooLong):
+        return InvalidRequestError(f"A request line or header is longer than {_MAX_HEAD_LINE} bytes.",
+                                   code="header_too_large", status=431)
+    if isinstance(exc, (http_exceptions.BadStatusLine, http_exceptions.BadHttpMethod)):
+        return InvalidRequestError("The request line is not valid HTTP/1.1.", code="bad_request_line")
+    if isinstance(exc, http_exceptions.TransferEncodingError | http_exceptions.ContentLengthError):
+        return InvalidRequestError("The request body's framing is not valid HTTP/1.1.", code="bad_framing")
+    if status == 413:
+        return InvalidRequestError("Request body is too large.", code="request_too_large", status=413)
+    if status >= 500:
+        return ProxyError("The server had an error while processing your request.", status=status)
+    return InvalidRequestError("The request is not valid HTTP/1.1.", code="bad_request", status=status)
+
+
+class _Protocol(web.RequestHandler):
+    """aiohttp's per-connection protocol; only its answer to requests it cannot parse differs."""
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        # aiohttp's own version logs the exception, whose text can hold the refused header line
+        log.info("refused a malformed request from %s: %s (HTTP %d)", request.remote,
+                 type(exc).__name__ if exc is not None else "error", status)
+        if request.writer.output_size > 0:
+            raise ConnectionError("the response has started; the connection is closed instead")
+        code, body, headers = render_error(_refusal(exc, status))
+        response = web.Response(body=body, status=code, content_type="application/json", headers=headers)
+        response.force_close()
+        return response
+
+
 class _Gate:
-    """The listening socket's protocol factory: the fast lane's or aiohttp's protocol, for at most
-    ``limit`` connections."""
+    """The listening socket's protocol factory: aiohttp's protocol for at most ``limit`` connections."""
 
     def __init__(self, factory: Callable[[], asyncio.Protocol], limit: int, header_timeout: float) -> None:
         self.factory, self.limit, self.header_timeout = factory, limit, header_timeout
@@ -101,10 +136,10 @@ class _Counted(asyncio.Protocol):
     def __init__(self, gate: _Gate, inner: asyncio.Protocol) -> None:
         self._gate, self._inner = gate, inner
         self._timer: asyncio.TimerHandle | None = None
-        self._tail = b""  # the last bytes seen, so a header end split across two reads is found
+        self._tail = b""  # the last bytes seen, so a head end split across reads is found
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # slow-client guard: the first request's headers must be complete within header_timeout
+        # slow-client guard: the first request's head must be complete within header_timeout
         self._timer = asyncio.get_running_loop().call_later(self._gate.header_timeout, transport.close)
         self._inner.connection_made(transport)
 
@@ -116,11 +151,13 @@ class _Counted(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._timer is not None:
-            if b"\r\n\r\n" in self._tail + data:
+            seen = self._tail + data
+            if b"\r\n\r\n" in seen:
                 self._timer.cancel()
                 self._timer = None
+                self._tail = b""
             else:
-                self._tail = data[-3:]
+                self._tail = seen[-3:]  # the terminator may arrive a byte at a time
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -142,14 +179,14 @@ class _Refusal(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # any transport: uvloop's TCPTransport is not an asyncio.Transport subclass
         self._gate.refusing += 1
         if self._gate.refusing > _REFUSING_MAX:
-            transport.abort()
+            transport.abort()  # type: ignore[attr-defined]
             return
-        transport.write(self._gate.busy)
-        if transport.can_write_eof():
-            transport.write_eof()
+        transport.write(self._gate.busy)  # type: ignore[attr-defined]
+        if transport.can_write_eof():  # type: ignore[attr-defined]
+            transport.write_eof()  # type: ignore[attr-defined]
         self._timer = asyncio.get_running_loop().call_later(_REFUSAL_LINGER, transport.close)
 
     def data_received(self, data: bytes) -> None:
@@ -161,69 +198,71 @@ class _Refusal(asyncio.Protocol):
             self._timer.cancel()
 
 
-class _LimitedSite(web.TCPSite):
-    """A TCPSite whose listening socket goes through a `_Gate` (aiohttp has no connection limit)."""
+class Serving:
+    """A started gateway: the runner, the listening server and the bound port; ``cleanup`` stops it."""
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int, *, config: Config,
-                 reuse_port: bool | None, backlog: int) -> None:
-        super().__init__(runner, host, port, reuse_port=reuse_port, backlog=backlog)
-        self.config = config
-        self.lane: Lane | None = None
+    def __init__(self, runner: web.AppRunner, server: asyncio.base_events.Server, port: int) -> None:
+        self.runner, self.server, self.port = runner, server, port
 
-    async def start(self) -> None:
-        await web.BaseSite.start(self)  # registers the site with the runner (TCPSite.start, minus its create_server)
-        server = self._runner.server
-        assert server is not None and isinstance(self._runner, web.AppRunner)
-        app = self._runner.app
-        factory: Callable[[], asyncio.Protocol] = server
-        # the fast lane runs the gateway middleware and nothing else: any other middleware or
-        # response hook (CORS) means every request goes through aiohttp's web layer
-        if (self.config.server.fast_lane and list(app.middlewares) == [gateway_middleware]
-                and not app.on_response_prepare):
-            factory = self.lane = Lane(app, server, _fast_handlers(app), self.config.server)
-        self._server = await asyncio.get_running_loop().create_server(
-            _Gate(factory, self.config.server.max_connections, self.config.server.header_timeout),
-            self._host, self._port, backlog=self._backlog, reuse_address=self._reuse_address,
-            reuse_port=self._reuse_port)
-
-    async def stop(self) -> None:
-        await super().stop()  # stop accepting
-        if self.lane is not None:  # then the fast lane's requests finish, before aiohttp's server drains its own
-            await self.lane.shutdown(self.config.server.shutdown_timeout)
+    async def cleanup(self) -> None:
+        """Stop accepting, let requests finish within ``shutdown_timeout``, then close everything."""
+        self.server.close()
+        await self.runner.cleanup()
 
 
-async def start_site(app: web.Application, config: Config, *, host: str, port: int,
-                     reuse_port: bool = False) -> tuple[web.AppRunner, int]:
-    """Start serving ``app``; returns the runner and the bound port (``port=0`` picks a free one)."""
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
-                           shutdown_timeout=config.server.shutdown_timeout,
-                           keepalive_timeout=config.server.keepalive_timeout,
-                           max_field_size=16384, max_line_size=16384)
+def _listen(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(address)
+    sock.setblocking(False)
+    return sock
+
+
+async def start_site(app: web.Application, config: Config, *, host: str, port: int, reuse_port: bool = False,
+                     tls: ssl.SSLContext | None = None) -> tuple[Serving, int]:
+    """Start serving ``app``; returns what to ``cleanup()`` and the bound port (``port=0`` picks one)."""
+    server_cfg = config.server
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=server_cfg.shutdown_timeout)
     await runner.setup()
-    site = _LimitedSite(runner, host, port, config=config, reuse_port=reuse_port or None, backlog=1024)
-    await site.start()
-    sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
-    bound = sockets[0].getsockname()[1] if sockets else port
-    return runner, bound
+    manager = runner.server
+    assert manager is not None
+    loop = asyncio.get_running_loop()
+
+    def protocol() -> asyncio.Protocol:
+        return _Protocol(manager, loop=loop, access_log=None, keepalive_timeout=server_cfg.keepalive_timeout,
+                         max_line_size=_MAX_HEAD_LINE, max_field_size=_MAX_HEAD_LINE)
+
+    gate = _Gate(protocol, server_cfg.max_connections, server_cfg.header_timeout)
+    sock = _listen(host, port, reuse_port=reuse_port)
+    listening = await loop.create_server(gate, sock=sock, backlog=1024, ssl=tls)
+    bound = sock.getsockname()[1]
+    return Serving(runner, listening, bound), bound
 
 
 async def _serve_one(config: Config, host: str, port: int, *, reuse_port: bool, environ: Mapping[str, str],
                      multiprocess_dir: str | None) -> None:
     from proxy.app import create_app
-    from proxy.reload import install_reload
+    from proxy.background.reload import install_reload
+    from proxy.tls import ServerTLS
 
+    tls = ServerTLS(config.server.tls) if config.server.tls is not None else None
     app = create_app(config, multiprocess_dir=multiprocess_dir)
-    runner, bound = await start_site(app, config, host=host, port=port, reuse_port=reuse_port)
+    serving, bound = await start_site(app, config, host=host, port=port, reuse_port=reuse_port,
+                                      tls=tls.context if tls else None)
     warn_if_exposed(config, host)
-    log.info("serving on http://%s:%d (pid %d)", host, bound, os.getpid())
+    log.info("serving on %s://%s:%d (pid %d)", "https" if tls else "http", host, bound, os.getpid())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    install_reload(app, environ)
+    install_reload(app, environ, tls=tls)
     await stop.wait()
     log.info("shutting down: finishing in-flight requests (up to %.0fs)", config.server.shutdown_timeout)
-    await runner.cleanup()
+    await serving.cleanup()
 
 
 def _run(coro: object) -> None:
@@ -245,7 +284,7 @@ def serve(config: Config, *, host: str, port: int, workers: int, environ: Mappin
     own_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")  # created here: removed again on exit
     mp_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="ollama-gateway-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = mp_dir
-    from proxy.metrics import clear_multiprocess_dir
+    from proxy.telemetry.metrics import clear_multiprocess_dir
 
     clear_multiprocess_dir(mp_dir)  # counters of an earlier run must not be merged in
     children: list[int] = []
@@ -281,7 +320,7 @@ def serve(config: Config, *, host: str, port: int, workers: int, environ: Mappin
                 continue
         status = status or (os.waitstatus_to_exitcode(code) != 0)
         try:
-            from proxy.metrics import mark_process_dead
+            from proxy.telemetry.metrics import mark_process_dead
 
             mark_process_dead(child, mp_dir)
         except Exception:  # metrics cleanup must not hide the exit status

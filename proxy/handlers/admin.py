@@ -22,12 +22,12 @@ from aiohttp import web
 from proxy.errors import InvalidRequestError, NotFoundError, ProxyError, UpstreamStreamError, error_body
 from proxy.gateway import Gateway
 from proxy.handlers.common import json_response, read_body
-from proxy.health import check_backend
+from proxy.background.health import check_backend
 from proxy.jsonio import dumps
 from proxy.keys import CTX, GATEWAY
-from proxy.pull import watch_pull
-from proxy.upstream import Upstream
-from proxy.warmup import load_model
+from proxy.background.pull import watch_pull
+from proxy.upstream.backend import Upstream
+from proxy.background.warmup import load_model
 
 __all__ = ["admin_models", "pull_model", "delete_model", "warm_model", "admin_stats", "dashboard",
            "dashboard_asset"]

@@ -12,7 +12,7 @@ from proxy.jsonio import dumps
 from proxy.keys import GATEWAY
 from proxy.router import run_plan
 from proxy.translate.embeddings import embedding_request_to_ollama, encoding_of, ollama_embed_to_openai
-from proxy.upstream import Upstream
+from proxy.upstream.backend import Upstream
 
 __all__ = ["embeddings"]
 

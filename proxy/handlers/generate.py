@@ -23,11 +23,11 @@ from proxy.jsonio import JSONDecodeError, dumps, loads
 from proxy.keys import GATEWAY
 from proxy.relay import ollama_error_line, relay_ollama_stream, relay_openai_stream
 from proxy.router import RequestContext, run_plan
-from proxy.shadow import start_shadow
+from proxy.background.shadow import start_shadow
 from proxy.translate.chat import chat_request_to_ollama, ollama_chat_to_openai
 from proxy.translate.completions import completion_request_to_ollama, ollama_generate_to_openai, prompt_of
 from proxy.translate.stream import ChatStream, CompletionStream
-from proxy.upstream import Upstream
+from proxy.upstream.backend import Upstream
 
 __all__ = ["chat_completions", "completions"]
 

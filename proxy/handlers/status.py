@@ -15,7 +15,7 @@ from proxy.gateway import Gateway
 from proxy.handlers.common import json_response
 from proxy.handlers.health import readiness
 from proxy.keys import GATEWAY
-from proxy.warmup import warming
+from proxy.background.warmup import warming
 
 __all__ = ["status", "readyz", "status_document"]
 

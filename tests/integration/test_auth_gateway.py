@@ -240,11 +240,16 @@ async def test_hashed_keys_are_checked_off_the_event_loop(fake_ollama, start_gat
     ("127.0.0.1", False), ("::1", False), ("localhost", False), ("127.0.0.2", False),
 ])
 def test_startup_warns_when_auth_is_off_and_bound_off_loopback(host, warned, caplog):
-    """Auth off on a non-loopback address logs a warning; loopback, or any credential, does not."""
+    """Off loopback, auth off or credentials in clear text (no server.tls) log a warning; loopback does not."""
     open_config = parse_config({}, {})
     caplog.set_level(logging.WARNING, logger="proxy.server")
     assert warn_if_exposed(open_config, host) is warned
     assert any("authentication is OFF" in r.getMessage() for r in caplog.records) is warned
     caplog.clear()
     closed = parse_config({"auth": {"credentials": [{"name": "a", "api_key": "k"}]}}, {})
-    assert warn_if_exposed(closed, host) is False and not caplog.records
+    assert warn_if_exposed(closed, host) is warned
+    assert any("clear text" in r.getMessage() for r in caplog.records) is warned
+    caplog.clear()
+    tls = {"cert_file": "server.pem", "key_file": "server.key"}
+    closed_tls = parse_config({"auth": {"credentials": [{"name": "a", "api_key": "k"}]}, "server": {"tls": tls}}, {})
+    assert warn_if_exposed(closed_tls, host) is False and not caplog.records

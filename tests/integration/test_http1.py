@@ -1,4 +1,4 @@
-"""The backend HTTP/1.1 client (``proxy.http1``) against real servers on loopback.
+"""The backend HTTP/1.1 client (``proxy.upstream.http1``) against real servers on loopback.
 
 An aiohttp server for the well-behaved cases; a raw asyncio server for what aiohttp would never
 send (an answer delimited by closing the connection, garbage, a keep-alive connection closed the
@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from aiohttp import web
 
-from proxy.http1 import _HIGH_WATER, ConnectionClosed, InvalidAnswer, Pool
+from proxy.upstream.http1 import _HIGH_WATER, ConnectionClosed, InvalidAnswer, Pool
 
 HEADERS = b"Content-Type: application/json\r\n"
 

@@ -6,7 +6,7 @@ import asyncio
 
 import aiohttp
 
-from proxy.health import check_all
+from proxy.background.health import check_all
 
 ADMIN = {"Authorization": aiohttp.encode_basic_auth("admin", "s3cret")}
 

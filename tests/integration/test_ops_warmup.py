@@ -7,7 +7,7 @@ from typing import Any
 
 import aiohttp
 
-from proxy.health import check_all
+from proxy.background.health import check_all
 from tests.fakes.ollama import slow
 
 

@@ -21,7 +21,7 @@ from aiohttp import web
 from proxy.app import create_app
 from proxy.config import load_config
 from proxy.keys import GATEWAY
-from proxy.reload import reload_config
+from proxy.background.reload import reload_config
 from proxy.server import start_site
 from tests.fakes import ollama as o
 from tests.integration.test_routing import HI
@@ -100,7 +100,7 @@ async def test_invalid_file_keeps_the_running_config(start_fake, serve_file, cap
     app, url, path = await serve_file(_config("a", a.url))
     before = app[GATEWAY].config
     path.write_text(text)
-    with caplog.at_level(logging.ERROR, logger="proxy.reload"):
+    with caplog.at_level(logging.ERROR, logger="proxy.background.reload"):
         assert await reload_config(app, {}) is False
     assert where in caplog.text
     assert app[GATEWAY].config is before

@@ -8,7 +8,7 @@ import time
 import openai
 import pytest
 
-from proxy.health import check_all
+from proxy.background.health import check_all
 from tests.fakes import ollama as o
 from tests.integration.test_routing import HI, backend, primary_then, routed
 

@@ -123,7 +123,7 @@ async def test_ca_bundle_does_not_trust_a_certificate_for_another_name(aiohttp_s
 async def test_tls_verify_false_connects_and_logs_a_warning(https_ollama, start_gateway, caplog):
     """``tls_verify: false`` is an explicit opt-out: the request works and a warning names the backend."""
     _, url, _ = https_ollama
-    caplog.set_level(logging.WARNING, logger="proxy.upstream")
+    caplog.set_level(logging.WARNING, logger="proxy.upstream.backend")
     gw = await start_gateway(tls_config(url, tls_verify=False))
     code, _, raw = await post(gw.url)
     assert code == 200, raw

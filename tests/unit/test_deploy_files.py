@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from proxy.metrics import Metrics
+from proxy.telemetry.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from proxy.logs import RequestLog, configure_logging, redact_url
+from proxy.telemetry.logs import RequestLog, configure_logging, redact_url
 
 NOW = 1_700_000_000.5  # 2023-11-14T22:13:20.500Z
 RECORD: dict[str, object] = {

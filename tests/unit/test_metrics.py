@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from policies.outcome import Outcome
-from proxy.metrics import (
+from proxy.telemetry.metrics import (
     OUTCOMES, Metrics, bounded_label, clear_multiprocess_dir, mark_process_dead, status_class,
 )
 
@@ -242,7 +242,7 @@ def test_multiprocess_dir_requires_the_environment_at_import_time(tmp_path: Path
 
 _WORKER = """
 import os, sys
-from proxy.metrics import Metrics
+from proxy.telemetry.metrics import Metrics
 m = Metrics(multiprocess_dir=os.environ["PROMETHEUS_MULTIPROC_DIR"])
 for _ in range(int(sys.argv[1])):
     m.observe_request("default", "llama3", "ollama", "ok", 200, duration=0.5, upstream_wait=0.25,
@@ -255,7 +255,7 @@ print(os.getpid())
 
 _SCRAPER = """
 import json, os
-from proxy.metrics import Metrics
+from proxy.telemetry.metrics import Metrics
 m = Metrics(multiprocess_dir=os.environ["PROMETHEUS_MULTIPROC_DIR"])
 print(json.dumps({"body": m.render()[0].decode(), "snapshot": m.snapshot()}))
 """

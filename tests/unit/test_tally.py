@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from proxy.tally import Tally
+from proxy.telemetry.tally import Tally
 
 BUCKETS = (0.1, 0.5, 1.0, 2.5)
 VALUES = (0.0, 0.05, 0.1, 0.1000001, 0.5, 0.7, 1.0, 2.5, 2.6, 100.0, -1.0)  # bounds, between, beyond

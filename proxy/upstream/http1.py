@@ -4,7 +4,7 @@ Why not ``aiohttp.ClientSession``: on a fast backend its per-request machinery (
 response objects, tracing hooks, cookie jar, multidict headers, a task per connection) cost about
 as much CPU as everything else the gateway does. A backend call here is one prebuilt header block
 and one ``transport.write``; the answer is parsed by httptools (llhttp, in C), which also undoes
-chunked framing. Everything else stays with the caller (``proxy.upstream``): timeouts, the
+chunked framing. Everything else stays with the caller (``proxy.upstream.backend``): timeouts, the
 translation of failures into the ``ProxyError`` tree, what a status means.
 
 Semantics worth knowing:

@@ -14,11 +14,11 @@ from collections.abc import Mapping
 
 from proxy.errors import ProxyError
 from proxy.gateway import BackendHealth, Gateway
-from proxy.upstream import Upstream
+from proxy.upstream.backend import Upstream
 
 __all__ = ["check_backend", "check_all", "health_loop"]
 
-log = logging.getLogger("proxy.health")
+log = logging.getLogger("proxy.background.health")
 
 
 def _names(answer: object) -> list[Mapping[str, object]]:

@@ -192,11 +192,11 @@ def configure_logging(level: str | int, fmt: LogFormat, *, stream: IO[str] | Non
     if fmt not in ("json", "text"):
         raise ValueError(f"log format must be 'json' or 'text', got {fmt!r}")
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.set_name("proxy.logs")
+    handler.set_name("proxy.telemetry.logs")
     handler.setFormatter(_JsonFormatter() if fmt == "json"
                          else _TextFormatter("%(asctime)s %(levelname)-5s %(name)s: %(message)s"))
     root = logging.getLogger()
-    for old in [h for h in root.handlers if h.get_name() == "proxy.logs"]:
+    for old in [h for h in root.handlers if h.get_name() == "proxy.telemetry.logs"]:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)

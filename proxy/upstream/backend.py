@@ -1,4 +1,4 @@
-"""Backends as seen from the gateway: two connection pools per backend (``proxy.http1``).
+"""Backends as seen from the gateway: two connection pools per backend (``proxy.upstream.http1``).
 
 The only translator of transport failures into the ``ProxyError`` tree. Every error raised here
 carries ``.outcome`` and ``.backend`` (the backend's name; never its URL or credentials). Order
@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Mapping
 
 from policies.outcome import Outcome
 from proxy.config import BackendConfig
-from proxy.http1 import ConnectionClosed, InvalidAnswer, Pool, Response
+from proxy.upstream.http1 import ConnectionClosed, InvalidAnswer, Pool, Response
 from proxy.errors import (
     InvalidRequestError,
     ModelNotFoundError,
@@ -39,7 +39,7 @@ from proxy.jsonio import JSONDecodeError, loads
 
 __all__ = ["Upstream", "UpstreamResponse", "open_upstreams", "close_upstreams"]
 
-log = logging.getLogger("proxy.upstream")
+log = logging.getLogger("proxy.upstream.backend")
 _ERROR_BODY_LIMIT = 64 * 1024
 
 

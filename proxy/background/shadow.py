@@ -29,11 +29,11 @@ from proxy.translate.completions import completion_request_to_ollama
 if TYPE_CHECKING:
     from proxy.gateway import Gateway
     from proxy.router import RequestContext
-    from proxy.upstream import Upstream
+    from proxy.upstream.backend import Upstream
 
 __all__ = ["MAX_SHADOWS", "start_shadow"]
 
-log = logging.getLogger("proxy.shadow")
+log = logging.getLogger("proxy.background.shadow")
 
 MAX_SHADOWS = 64
 _TASK_NAME = "shadow"

@@ -18,15 +18,15 @@ from typing import TYPE_CHECKING
 from policies.outcome import Outcome
 from proxy.errors import ProxyError, UpstreamStreamError
 from proxy.jsonio import JSONDecodeError, dumps, loads
-from proxy.pull import auto_pull
-from proxy.upstream import Upstream
+from proxy.background.pull import auto_pull
+from proxy.upstream.backend import Upstream
 
 if TYPE_CHECKING:
     from proxy.gateway import Gateway
 
 __all__ = ["load_model", "warm_up", "start_warmup", "warming"]
 
-log = logging.getLogger("proxy.warmup")
+log = logging.getLogger("proxy.background.warmup")
 
 PENDING, LOADING, READY, FAILED = "pending", "loading", "ready", "failed"
 

@@ -2,7 +2,7 @@
 
 Never the global ``REGISTRY``: two apps in one process each get their own series. Every event the
 handlers report is one method (``observe_request``, ``fallback``, ``circuit`` ...). Per-request
-events go through a ``Tally`` (``proxy.tally``): plain-Python accumulators per label tuple, applied
+events go through a ``Tally`` (``proxy.telemetry.tally``): plain-Python accumulators per label tuple, applied
 to the metrics whenever the registry is collected, so a request costs a few dict lookups and
 additions; rarer events (fallbacks, circuits, auth failures) update the metrics at once.
 
@@ -32,7 +32,7 @@ from prometheus_client import generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.multiprocess import mark_process_dead as _mark_process_dead
 
-from proxy.tally import Tally
+from proxy.telemetry.tally import Tally
 
 __all__ = [
     "AUTH_FAILURE_REASONS", "CIRCUIT_STATES", "OUTCOMES", "Metrics", "bounded_label",

@@ -19,11 +19,12 @@ from aiohttp import web
 
 from proxy.config import Config, ConfigError, load_config
 from proxy.keys import GATEWAY
-from proxy.upstream import Upstream, close_upstreams, open_upstreams
+from proxy.tls import ServerTLS
+from proxy.upstream.backend import Upstream, close_upstreams, open_upstreams
 
 __all__ = ["reload_config", "install_reload"]
 
-log = logging.getLogger("proxy.reload")
+log = logging.getLogger("proxy.background.reload")
 _DRAIN_POLL = 0.25  # seconds between checks that the old backends have no request in flight
 
 
@@ -70,9 +71,9 @@ async def _close_when_drained(old: Mapping[str, Upstream]) -> None:
 def _warn_restart_only(before: Config, after: Config) -> None:
     b, a = before.server, after.server
     for what, old, new in (("server.host/port/workers", (b.host, b.port, b.workers), (a.host, a.port, a.workers)),
-                           ("server.max_body_mb/max_connections/keepalive_timeout/fast_lane",
-                            (b.max_body_bytes, b.max_connections, b.keepalive_timeout, b.fast_lane),
-                            (a.max_body_bytes, a.max_connections, a.keepalive_timeout, a.fast_lane)),
+                           ("server.max_body_mb/max_connections/keepalive_timeout",
+                            (b.max_body_bytes, b.max_connections, b.keepalive_timeout),
+                            (a.max_body_bytes, a.max_connections, a.keepalive_timeout)),
                            ("logging", before.logging, after.logging),
                            ("server.cors_origins (CORS was off at start)",
                             bool(b.cors_origins), bool(b.cors_origins or a.cors_origins)),
@@ -81,13 +82,19 @@ def _warn_restart_only(before: Config, after: Config) -> None:
             log.warning("config reload: changes to %s take effect only after a restart", what)
 
 
-def install_reload(app: web.Application, environ: Mapping[str, str]) -> None:
-    """Reload the config on SIGHUP (call from within the running loop)."""
+def install_reload(app: web.Application, environ: Mapping[str, str], *, tls: ServerTLS | None = None) -> None:
+    """Reload the config, and the TLS certificate of ``tls``, on SIGHUP (call from within the running loop)."""
     gw = app[GATEWAY]
     loop = asyncio.get_running_loop()
 
+    async def reload_all() -> None:
+        adopted = await reload_config(app, environ)
+        if tls is not None:
+            new = gw.config.server.tls if adopted else None
+            tls.reload(new)  # the certificate files may have been renewed even if the config did not change
+
     def on_sighup() -> None:
-        task = loop.create_task(reload_config(app, environ), name="reload")
+        task = loop.create_task(reload_all(), name="reload")
         gw.background.add(task)  # type: ignore[arg-type]
         task.add_done_callback(gw.background.discard)  # type: ignore[arg-type]
 

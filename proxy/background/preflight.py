@@ -22,8 +22,8 @@ from policies.model import Policy
 from policies.outcome import Outcome
 from proxy.config import Config, ConfigError, load_config
 from proxy.errors import ProxyError
-from proxy.pull import stream_pull
-from proxy.upstream import Upstream, close_upstreams, open_upstreams
+from proxy.background.pull import stream_pull
+from proxy.upstream.backend import Upstream, close_upstreams, open_upstreams
 
 __all__ = ["main", "needed_models", "run_checks"]
 

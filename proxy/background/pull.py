@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING
 from policies.outcome import Outcome
 from proxy.errors import ProxyError, UpstreamStreamError
 from proxy.jsonio import JSONDecodeError, dumps, loads
-from proxy.upstream import Upstream
+from proxy.upstream.backend import Upstream
 
 if TYPE_CHECKING:
     from proxy.gateway import Gateway
 
 __all__ = ["PullBoard", "PullProgress", "AutoPull", "stream_pull", "start_pull", "watch_pull", "auto_pull"]
 
-log = logging.getLogger("proxy.pull")
+log = logging.getLogger("proxy.background.pull")
 Key = tuple[str, str]  # (backend, model)
 _RECENT = 10.0  # a pull that ended this recently answers late waiters without a new pull
 _KEEP = 20  # finished pulls kept for /status and the dashboard
@@ -171,7 +171,7 @@ async def _run(gw: Gateway, upstream: Upstream, progress: PullProgress) -> None:
 
 
 async def _refresh_health(gw: Gateway, upstream: Upstream) -> None:
-    from proxy.health import check_backend  # proxy.health imports the gateway, which imports us
+    from proxy.background.health import check_backend  # proxy.background.health imports the gateway, which imports us
 
     gw.health[upstream.name] = await check_backend(upstream)
 

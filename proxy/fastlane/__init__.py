@@ -1,1 +1,0 @@
-"""The model endpoints served below aiohttp's ``web`` layer (see ``connection``)."""
