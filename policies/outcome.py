@@ -1,6 +1,6 @@
 """Why an upstream attempt ended, and what each ending means for fallback, retries and breakers.
 
-Owns the ``Outcome`` vocabulary shared by ``proxy.upstream`` (which classifies failures), the
+Owns the ``Outcome`` vocabulary shared by ``proxy.upstream.backend`` (which classifies failures), the
 router (which acts on them) and metrics (which count them). Pure: stdlib only, imports nothing
 from ``proxy``.
 """

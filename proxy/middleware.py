@@ -16,6 +16,7 @@ from aiohttp import web
 
 from proxy.errors import (
     AuthenticationError,
+    InvalidRequestError,
     MethodNotAllowedError,
     NotFoundError,
     PayloadTooLargeError,
@@ -33,6 +34,8 @@ log = logging.getLogger("proxy.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _PUBLIC = frozenset({"/healthz", "/livez", "/readyz"})
 _ADMIN_PREFIXES = ("/metrics", "/admin", "/dashboard", "/status")
+_DRAIN_SECONDS = 2.0  # an early answer: how long the rest of the body is read and dropped, at most
+_DRAIN_BYTES = 16 * 1024 * 1024  # ... and how much of it
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -46,6 +49,13 @@ def _http_error(exc: web.HTTPException, request: web.Request) -> ProxyError:
     if exc.status == 413:
         return PayloadTooLargeError("Request body is too large.")
     return ProxyError(exc.reason or "error", status=exc.status, code=None)
+
+
+def _check_host(request: web.Request) -> None:
+    """RFC 9112 3.2: an HTTP/1.1 request has exactly one Host header (HTTP/1.0: at most one)."""
+    hosts = len(request.headers.getall("Host", ()))
+    if hosts > 1 or (hosts == 0 and request.version >= (1, 1)):
+        raise InvalidRequestError("A request must carry exactly one Host header.", code="bad_host_header")
 
 
 async def _authenticate(request: web.Request) -> None:
@@ -87,6 +97,7 @@ async def serve_request(request: web.Request, handler: Handler) -> web.StreamRes
     request[CTX] = ctx
     gw = request.app[GATEWAY]
     try:
+        _check_host(request)
         await _authenticate(request)
         limits = gw.admit(request.get(CREDENTIAL))
         try:
@@ -120,6 +131,9 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     response = await serve_request(request, handler)
     if response.status == 408:  # the body did not arrive within server.body_timeout
         await _send_and_hang_up(request, response)
+    elif response.status >= 400 and not response.prepared and not request.content.is_eof():
+        # answered before the body was read (413, 401, ...): do not read gigabytes nobody will use
+        await _send_and_hang_up(request, response, drain=_DRAIN_SECONDS)
     return response
 
 
@@ -133,11 +147,25 @@ def _error_response(ctx: RequestContext, exc: BaseException) -> web.Response:
     return web.Response(body=body, status=status, content_type="application/json", headers=headers)
 
 
-async def _send_and_hang_up(request: web.Request, response: web.StreamResponse) -> None:
+async def _send_and_hang_up(request: web.Request, response: web.StreamResponse, *, drain: float = 0.0) -> None:
     """Send ``response`` now and close the connection: aiohttp would otherwise keep reading (and
-    discarding) the unread body for up to its 10 s lingering time, which a slow client can drip-feed."""
+    discarding) the unread body for up to its 10 s lingering time, however large it is.
+
+    With ``drain``, the body still arriving is read and dropped for at most that many seconds and
+    ``_DRAIN_BYTES``, so a client still uploading reads the answer instead of a connection reset.
+    """
     response.force_close()
     await response.prepare(request)
     await response.write_eof()
-    if request.transport is not None:
-        request.transport.close()  # after the buffered response has been written
+    transport = request.transport
+    if transport is None:
+        return
+    if drain:
+        dropped = 0
+        try:
+            async with asyncio.timeout(drain):
+                while dropped < _DRAIN_BYTES and (chunk := await request.content.readany()):
+                    dropped += len(chunk)
+        except (TimeoutError, ConnectionError, web.HTTPException):
+            pass
+    transport.close()  # after the buffered response has been written
