@@ -1,0 +1,121 @@
+"""Forced tool choice: the Ollama format, the instruction, and reading constrained content back as a call."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from proxy.errors import InvalidRequestError
+from proxy.translate.tools import ForcedCall, forced_tool, with_instruction
+
+WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+CHAT_TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "description": "Weather now", "parameters": WEATHER}},
+    {"type": "function", "function": {"name": "noop"}},
+]
+RESPONSES_TOOLS = [{"type": "function", "name": "get_weather", "parameters": WEATHER, "strict": True}]
+ANTHROPIC_TOOLS = [{"name": "get_weather", "description": "Weather now", "input_schema": WEATHER}]
+
+
+@pytest.mark.parametrize("tools", [CHAT_TOOLS, RESPONSES_TOOLS, ANTHROPIC_TOOLS],
+                         ids=["chat", "responses", "anthropic"])
+def test_one_forced_tool_constrains_to_its_parameter_schema(tools):
+    """A named tool's format is its parameter schema, in every tool-list shape."""
+    forced = forced_tool(tools, "get_weather")
+    assert forced.format == WEATHER
+    assert forced.names == ("get_weather",)
+    assert "get_weather" in forced.instruction and '"city"' in forced.instruction
+
+
+def test_a_tool_without_parameters_gets_an_empty_object_schema():
+    """No parameters means an empty object, so the model still answers with a JSON object."""
+    assert forced_tool(CHAT_TOOLS, "noop").format == {"type": "object", "properties": {}}
+
+
+def test_several_tools_give_an_any_of_over_name_and_arguments():
+    """Any-of-several is a schema over {name, arguments} objects, name first."""
+    fmt = forced_tool(CHAT_TOOLS).format
+    first, second = fmt["anyOf"]
+    assert list(first["properties"]) == ["name", "arguments"]
+    assert first["properties"]["name"] == {"enum": ["get_weather"]}
+    assert first["properties"]["arguments"] == WEATHER
+    assert second["properties"]["arguments"] == {"type": "object", "properties": {}}
+    assert first["required"] == ["name", "arguments"] and first["additionalProperties"] is False
+
+
+def test_required_with_one_tool_is_that_tool():
+    """'Any tool' with a single tool forces exactly that tool."""
+    forced = forced_tool(RESPONSES_TOOLS)
+    assert forced.format == WEATHER
+    assert forced.call_of('{"city":"Paris"}') == ForcedCall(name="get_weather", arguments='{"city":"Paris"}',
+                                                            complete=True)
+
+
+@pytest.mark.parametrize(("tools", "name"), [([], None), (CHAT_TOOLS, "missing"), ([{"type": "function"}], None)])
+def test_unknown_or_missing_tools_are_a_400_naming_the_param(tools, name):
+    """A name not among the tools, or no usable tool, is a 400 naming the caller's param."""
+    with pytest.raises(InvalidRequestError) as info:
+        forced_tool(tools, name, param="tool_choice.name")
+    assert info.value.param == "tool_choice.name"
+
+
+@pytest.mark.parametrize(("content", "call"), [
+    (' {"city": "Paris"}\n', ForcedCall(name="get_weather", arguments='{"city": "Paris"}', complete=True)),
+    ('{"city": "Par', ForcedCall(name="get_weather", arguments='{"city": "Par', complete=False)),
+    ("", ForcedCall(name="get_weather", arguments="", complete=False)),
+])
+def test_single_tool_content_is_the_arguments(content, call):
+    """With one tool the constrained content is the arguments, trimmed; cut-short JSON is incomplete."""
+    assert forced_tool(CHAT_TOOLS, "get_weather").call_of(content) == call
+
+
+@pytest.mark.parametrize(("content", "call"), [
+    ('{"name": "get_weather", "arguments": {"city": "P}a\\"ris"}}',
+     ForcedCall(name="get_weather", arguments='{"city": "P}a\\"ris"}', complete=True)),
+    ('{"name":"noop","arguments":{}}', ForcedCall(name="noop", arguments="{}", complete=True)),
+    ('{"arguments": {"city": "x"}, "name": "get_weather"}',
+     ForcedCall(name="get_weather", arguments='{"city":"x"}', complete=True)),
+    ('{"name": "get_weather", "arguments": {"ci', ForcedCall(name="get_weather", arguments='{"ci', complete=False)),
+    ('{"na', ForcedCall(name="get_weather", arguments='{"na', complete=False)),
+])
+def test_several_tools_content_names_the_call(content, call):
+    """With several tools the content's name picks the call and its arguments value is the arguments."""
+    assert forced_tool(CHAT_TOOLS).call_of(content) == call
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 100])
+@pytest.mark.parametrize("content", [
+    '  {"name": "get_weather", "arguments": { "city" : "Paris" } }  ',
+    '{"name":"noop","arguments":{}}',
+])
+def test_streamed_deltas_add_up_to_the_whole_answer(content, size):
+    """However the content is split, the deltas add up to the call ``call_of`` gives, name first."""
+    forced = forced_tool(CHAT_TOOLS)
+    reader = forced.reader()
+    sent = []
+    for i in range(0, len(content), size):
+        delta = reader.feed(content[i:i + size])
+        if delta:
+            assert reader.name is not None
+            sent.append(delta)
+    call = reader.finish()
+    assert call == forced.call_of(content)
+    assert "".join(sent) == call.arguments and call.complete
+    json.loads(call.arguments)
+
+
+def test_single_tool_stream_sends_each_delta_at_once():
+    """With one tool nothing is buffered but surrounding whitespace."""
+    reader = forced_tool(CHAT_TOOLS, "get_weather").reader()
+    assert reader.name == "get_weather"
+    assert [reader.feed(t) for t in ["\n", '{"city"', ": ", '"P"', "}", " "]] == ["", '{"city"', ":", ' "P"', "}", ""]
+    assert reader.finish().arguments == '{"city": "P"}'
+
+
+def test_instruction_joins_a_leading_system_message_or_comes_first():
+    """The instruction extends the first system message, or becomes one in front."""
+    assert with_instruction([{"role": "system", "content": "Be terse."}, {"role": "user", "content": "u"}], "I") == [
+        {"role": "system", "content": "Be terse.\n\nI"}, {"role": "user", "content": "u"}]
+    assert with_instruction([{"role": "user", "content": "u"}], "I") == [
+        {"role": "system", "content": "I"}, {"role": "user", "content": "u"}]
