@@ -22,23 +22,31 @@ from proxy.translate.fields import (
     wrong_type,
 )
 from proxy.translate.images import data_url_to_base64
+from proxy.translate.tools import ForcedCall, ForcedTool, forced_tool, with_instruction
 
 __all__ = [
     "MAX_MESSAGES",
+    "EFFORT_TO_THINK",
     "chat_request_to_ollama",
+    "forced_tool_of",
     "ollama_chat_to_openai",
     "tool_calls_to_openai",
     "logprobs_to_openai",
     "finish_reason",
+    "forced_call_id",
+    "forced_call_to_openai",
     "usage_from_ollama",
     "new_tool_call_id",
 ]
 
 MAX_MESSAGES = 2048
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
-_EFFORT_TO_THINK: Mapping[str, bool | str] = {
+# OpenAI's reasoning efforts as Ollama ``think`` values (booleans or low, medium, high, max), as
+# Ollama's own /v1 maps them: "none" turns thinking off; "minimal" has no level of its own, so it is
+# the lowest that still thinks; "xhigh" and "max" are Ollama's "max" (gpt-oss treats it as "high").
+EFFORT_TO_THINK: Mapping[str, bool | str] = {
     "none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high",
-    "xhigh": "high", "max": "high",
+    "xhigh": "max", "max": "max",
 }
 
 
@@ -170,13 +178,11 @@ def _messages(messages: object) -> list[dict[str, object]]:
     return native
 
 
-def _tools(body: Mapping[str, object], native: dict[str, object]) -> None:
+def _function_tools(body: Mapping[str, object]) -> list[Mapping[str, object]] | None:
+    """The validated ``tools`` list (None when absent)."""
     tools = body.get("tools")
-    choice = body.get("tool_choice")
     if tools is None:
-        if choice not in (None, "none", "auto"):
-            raise InvalidRequestError("'tool_choice' is set but no 'tools' were given.", param="tool_choice")
-        return
+        return None
     if not isinstance(tools, list):
         raise wrong_type("tools", "an array", tools)
     for i, tool in enumerate(tools):
@@ -187,16 +193,74 @@ def _tools(body: Mapping[str, object], native: dict[str, object]) -> None:
         if not isinstance(function, Mapping):
             raise wrong_type(f"tools[{i}].function", "an object", function)
         require_str(function, "name", f"tools[{i}].function.name")
+    return tools
+
+
+def _allowed(tools: list[Mapping[str, object]], allowed: object) -> tuple[list[Mapping[str, object]], str]:
+    """``{"mode", "tools"}`` of an ``allowed_tools`` choice: the tools it keeps and its mode."""
+    param = "tool_choice.allowed_tools"
+    if not isinstance(allowed, Mapping):
+        raise wrong_type(param, "an object", allowed)
+    mode = allowed.get("mode")
+    if mode not in ("auto", "required"):
+        raise InvalidRequestError(f"Invalid value for '{param}.mode': {mode!r}. Supported: auto, required.",
+                                  param=f"{param}.mode")
+    listed = allowed.get("tools")
+    if not isinstance(listed, list):
+        raise wrong_type(f"{param}.tools", "an array", listed)
+    names = set()
+    for j, ref in enumerate(listed):
+        function = ref.get("function") if isinstance(ref, Mapping) else None
+        if not isinstance(function, Mapping):
+            raise wrong_type(f"{param}.tools[{j}].function", "an object", function)
+        names.add(require_str(function, "name", f"{param}.tools[{j}].function.name"))
+    kept = [t for t in tools if t["function"]["name"] in names]  # type: ignore[index]
+    return kept, str(mode)
+
+
+def _tool_choice(body: Mapping[str, object]) -> tuple[list[Mapping[str, object]] | None, ForcedTool | None]:
+    """The tools Ollama sees (None: none) and the forced call, if ``tool_choice`` forces one."""
+    tools = _function_tools(body)
+    choice = body.get("tool_choice")
+    if tools is None:
+        if choice not in (None, "none", "auto"):
+            raise InvalidRequestError("'tool_choice' is set but no 'tools' were given.", param="tool_choice")
+        return None, None
     if choice == "none" or not tools:
-        return  # OpenAI: the model must not call tools; Ollama cannot be told, so it does not see them.
-    if choice not in (None, "auto"):
-        # Ollama always decides for itself ("auto"); forcing a call cannot be honoured, so say so.
-        raise InvalidRequestError(
-            "tool_choice values other than 'auto' and 'none' cannot be honoured by an Ollama backend.",
-            param="tool_choice",
-            code="unsupported_parameter",
-        )
-    native["tools"] = tools
+        return None, None  # OpenAI: the model must not call tools; Ollama cannot be told, so it does not see them.
+    if choice in (None, "auto"):
+        return tools, None
+    if choice == "required":
+        return None, forced_tool(tools, param="tool_choice")
+    kind = choice.get("type") if isinstance(choice, Mapping) else None
+    if kind == "function":
+        function = choice.get("function")  # type: ignore[union-attr]
+        if not isinstance(function, Mapping):
+            raise wrong_type("tool_choice.function", "an object", function)
+        name = require_str(function, "name", "tool_choice.function.name")
+        return None, forced_tool(tools, name, param="tool_choice.function.name")
+    if kind == "allowed_tools":
+        kept, mode = _allowed(tools, choice.get("allowed_tools"))  # type: ignore[union-attr]
+        if not kept:
+            raise InvalidRequestError("'tool_choice.allowed_tools.tools' names none of the given tools.",
+                                      param="tool_choice.allowed_tools.tools")
+        return (None, forced_tool(kept, param="tool_choice")) if mode == "required" else (kept, None)
+    raise InvalidRequestError(
+        f"Invalid value for 'tool_choice': {choice!r}. Supported: none, auto, required, "
+        '{"type": "function", "function": {"name": ...}} and {"type": "allowed_tools", ...}.',
+        param="tool_choice",
+    )
+
+
+def forced_tool_of(body: Mapping[str, object]) -> ForcedTool | None:
+    """The forced tool call a chat request asks for (``tool_choice`` required, named or allowed_tools required).
+
+    Ollama cannot be told to call a tool, so a forced call is sent as a ``format`` constraining the
+    answer to the tool's schema (see ``proxy.translate.tools``). The shell passes the result to
+    ``ollama_chat_to_openai(..., forced=...)`` and ``ChatStream(..., forced=...)``, which turn the
+    constrained content back into that tool's call.
+    """
+    return _tool_choice(body)[1]
 
 
 def _format(body: Mapping[str, object], native: dict[str, object]) -> None:
@@ -221,18 +285,18 @@ def _format(body: Mapping[str, object], native: dict[str, object]) -> None:
 
 
 def _think(body: Mapping[str, object], native: dict[str, object]) -> None:
-    effort = body.get("reasoning_effort")
+    effort, param = body.get("reasoning_effort"), "reasoning_effort"
     reasoning = body.get("reasoning")
     if isinstance(reasoning, Mapping) and reasoning.get("effort") is not None:
-        effort = reasoning.get("effort")
+        effort, param = reasoning.get("effort"), "reasoning.effort"
     if effort is None:
         return
-    if not isinstance(effort, str) or effort not in _EFFORT_TO_THINK:
+    if not isinstance(effort, str) or effort not in EFFORT_TO_THINK:
         raise InvalidRequestError(
-            f"Invalid value for 'reasoning_effort': {effort!r}. Supported: none, minimal, low, medium, high.",
-            param="reasoning_effort",
+            f"Invalid value for '{param}': {effort!r}. Supported: none, minimal, low, medium, high, xhigh, max.",
+            param=param,
         )
-    native["think"] = _EFFORT_TO_THINK[effort]
+    native["think"] = EFFORT_TO_THINK[effort]
 
 
 def chat_request_to_ollama(
@@ -246,8 +310,14 @@ def chat_request_to_ollama(
     check_n(body)
     stream = opt_bool(body, "stream") or False
     native: dict[str, object] = {"model": model, "messages": _messages(body.get("messages")), "stream": stream}
-    _tools(body, native)
+    tools, forced = _tool_choice(body)
+    if tools:
+        native["tools"] = tools
     _format(body, native)
+    if forced is not None:
+        # the tool's schema constrains the answer and replaces any response_format
+        native["format"] = forced.format
+        native["messages"] = with_instruction(native["messages"], forced.instruction)  # type: ignore[arg-type]
     _think(body, native)
     if opt_bool(body, "logprobs"):
         native["logprobs"] = True
@@ -319,6 +389,18 @@ def usage_from_ollama(native: Mapping[str, object]) -> dict[str, int]:
             "total_tokens": prompt + completion}  # type: ignore[operator]
 
 
+def forced_call_id(completion_id: str) -> str:
+    """The id of a forced call: one per completion, so derived from its id (deterministic, unique)."""
+    return "call_" + completion_id.removeprefix("chatcmpl-")
+
+
+def forced_call_to_openai(call: ForcedCall, call_id: str, index: int | None = None) -> dict[str, object]:
+    """A call read back from constrained content, as an OpenAI tool call."""
+    out: dict[str, object] = {"id": call_id, "type": "function",
+                              "function": {"name": call.name, "arguments": call.arguments}}
+    return out if index is None else {"index": index, **out}
+
+
 def ollama_chat_to_openai(
     native: Mapping[str, object],
     *,
@@ -326,14 +408,22 @@ def ollama_chat_to_openai(
     created: int,
     model: str,
     parallel_tool_calls: bool = True,
+    forced: ForcedTool | None = None,
 ) -> dict[str, object]:
-    """A non-streamed ``/api/chat`` answer as an OpenAI ``chat.completion`` for the client's ``model``."""
+    """A non-streamed ``/api/chat`` answer as an OpenAI ``chat.completion`` for the client's ``model``.
+
+    With ``forced`` (from ``forced_tool_of(body)``) the answer's content is the constrained JSON and
+    becomes that tool's call; the message then has no content.
+    """
     message = native.get("message")
     if not isinstance(message, Mapping):
         message = {}
     content = message.get("content") or ""
     calls = message.get("tool_calls")
     tool_calls = tool_calls_to_openai(calls) if isinstance(calls, list) and calls else []
+    if forced is not None and not tool_calls:
+        tool_calls = [forced_call_to_openai(forced.call_of(str(content)), forced_call_id(completion_id), 0)]
+        content = ""
     if tool_calls and not parallel_tool_calls:
         tool_calls = tool_calls[:1]  # the client asked for at most one call per turn
     out_message: dict[str, object] = {"role": "assistant", "content": content or (None if tool_calls else ""),

@@ -13,6 +13,8 @@ from proxy.errors import InvalidRequestError
 
 __all__ = [
     "MAX_TOKENS_LIMIT",
+    "SEED_MAX",
+    "SEED_MIN",
     "opt_bool",
     "opt_int",
     "opt_number",
@@ -24,6 +26,9 @@ __all__ = [
 ]
 
 MAX_TOKENS_LIMIT = 1_048_576
+# Ollama's seed is a Go int (64-bit): anything wider cannot be sent, and orjson cannot even
+# serialise an integer past 64 bits (that used to surface as a 500)
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
 
 
 def _type_name(value: object) -> str:
@@ -152,7 +157,7 @@ def sampling_options(body: Mapping[str, object]) -> dict[str, object]:
         value = opt_number(body, key, lo, hi)
         if value is not None:
             options[key] = value
-    seed = opt_int(body, "seed")
+    seed = opt_int(body, "seed", SEED_MIN, SEED_MAX)
     if seed is not None:
         options["seed"] = seed
     stop = _stop(body)

@@ -13,7 +13,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from proxy.jsonio import dumps
-from proxy.translate.chat import finish_reason, logprobs_to_openai, tool_calls_to_openai, usage_from_ollama
+from proxy.translate.chat import (
+    finish_reason,
+    forced_call_id,
+    forced_call_to_openai,
+    logprobs_to_openai,
+    tool_calls_to_openai,
+    usage_from_ollama,
+)
+from proxy.translate.tools import ForcedCall, ForcedTool
 
 __all__ = ["SSE_DONE", "ChatStream", "CompletionStream", "sse_event"]
 
@@ -51,10 +59,16 @@ class ChatStream(_Stream):
     """Translates ``/api/chat`` stream objects into ``chat.completion.chunk`` events."""
 
     def __init__(self, *, completion_id: str, created: int, model: str, include_usage: bool = False,
-                 parallel_tool_calls: bool = True) -> None:
+                 parallel_tool_calls: bool = True, forced: ForcedTool | None = None) -> None:
         super().__init__(obj="chat.completion.chunk", completion_id=completion_id, created=created,
                          model=model, include_usage=include_usage)
         self.parallel_tool_calls = parallel_tool_calls
+        # a forced tool call (``forced_tool_of(body)``): content is the constrained JSON, streamed as
+        # the arguments of one tool call
+        self._forced = forced.reader() if forced is not None else None
+        self._forced_id = forced_call_id(completion_id)
+        self._forced_started = False
+        self._forced_sent = ""
         self._role_sent = False
         self._tool_calls = 0
         # the frame of a plain content token, around the JSON string: built once per stream
@@ -71,7 +85,61 @@ class ChatStream(_Stream):
         return self._frame(b'{"index":0,"delta":' + dumps(delta) + b',"logprobs":'
                            + (dumps(lp) if lp else b"null") + b',"finish_reason":null}')
 
+    def _forced_delta(self, arguments: str) -> bytes:
+        """The forced call's next arguments fragment; the first one carries its id and name."""
+        reader = self._forced
+        assert reader is not None
+        self._forced_sent += arguments
+        if not self._forced_started:
+            self._forced_started = True
+            self._tool_calls = 1
+            call = forced_call_to_openai(ForcedCall(name=reader.name or "", arguments=arguments, complete=False),
+                                         self._forced_id, 0)
+            return self._delta({"tool_calls": [call]})
+        return self._delta({"tool_calls": [{"index": 0, "function": {"arguments": arguments}}]})
+
+    def _feed_forced(self, obj: Mapping[str, object]) -> bytes:
+        reader = self._forced
+        assert reader is not None
+        out = b""
+        message = obj.get("message")
+        if isinstance(message, Mapping):
+            thinking = message.get("thinking")
+            if thinking:
+                out += self._delta({"reasoning_content": thinking})
+            content = message.get("content")
+            if isinstance(content, str) and content:
+                if self.keep_text:
+                    self.text_parts.append(content)
+                arguments = reader.feed(content)
+                if arguments:
+                    out += self._forced_delta(arguments)
+        if out:
+            self.has_output = True
+        if obj.get("done"):
+            call = reader.finish()
+            rest = call.arguments[len(self._forced_sent):]
+            if rest or not self._forced_started:
+                reader.name = call.name
+                out += self._forced_delta(rest)
+            out += self._end(obj)
+        return out
+
+    def _end(self, obj: Mapping[str, object]) -> bytes:
+        self.has_output = True
+        self.final = obj
+        out = b""
+        if not self._role_sent:
+            out += self._delta({"content": ""})
+        reason = finish_reason(obj.get("done_reason"), self._tool_calls > 0)
+        out += self._frame(b'{"index":0,"delta":{},"logprobs":null,"finish_reason":"' + reason.encode() + b'"}')
+        if self.include_usage:
+            out += self._usage_frame(obj)
+        return out + SSE_DONE
+
     def feed(self, obj: Mapping[str, object]) -> bytes:
+        if self._forced is not None:
+            return self._feed_forced(obj)
         message = obj.get("message")
         if (self._role_sent and len(obj) <= 4 and isinstance(message, dict) and len(message) == 2
                 and not obj.get("done")):
@@ -109,15 +177,7 @@ class ChatStream(_Stream):
         if out:
             self.has_output = True
         if obj.get("done"):
-            self.has_output = True
-            self.final = obj
-            if not self._role_sent:
-                out += self._delta({"content": ""})
-            reason = finish_reason(obj.get("done_reason"), self._tool_calls > 0)
-            out += self._frame(b'{"index":0,"delta":{},"logprobs":null,"finish_reason":"' + reason.encode() + b'"}')
-            if self.include_usage:
-                out += self._usage_frame(obj)
-            out += SSE_DONE
+            out += self._end(obj)
         return out
 
 

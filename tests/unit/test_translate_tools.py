@@ -1,12 +1,16 @@
-"""Forced tool choice: the Ollama format, the instruction, and reading constrained content back as a call."""
+"""Forced tool choice: the Ollama format, reading constrained content back as a call, and chat's use of it."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from openai.lib.streaming.chat import ChatCompletionStreamState
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from proxy.errors import InvalidRequestError
+from proxy.translate.chat import chat_request_to_ollama, forced_tool_of, ollama_chat_to_openai
+from proxy.translate.stream import ChatStream
 from proxy.translate.tools import ForcedCall, forced_tool, with_instruction
 
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
@@ -119,3 +123,79 @@ def test_instruction_joins_a_leading_system_message_or_comes_first():
         {"role": "system", "content": "Be terse.\n\nI"}, {"role": "user", "content": "u"}]
     assert with_instruction([{"role": "user", "content": "u"}], "I") == [
         {"role": "system", "content": "I"}, {"role": "user", "content": "u"}]
+
+
+# chat completions: tool_choice "required" or a named function is honoured through the format
+
+USER = [{"role": "user", "content": "weather?"}]
+PIN = {"completion_id": "chatcmpl-1", "created": 1700000000, "model": "m"}
+
+
+@pytest.mark.parametrize(("choice", "forced"), [
+    (None, None), ("auto", None), ("none", None),
+    ("required", ("get_weather", "noop")),
+    ({"type": "function", "function": {"name": "noop"}}, ("noop",)),
+    ({"type": "allowed_tools", "allowed_tools": {"mode": "required", "tools": [
+        {"type": "function", "function": {"name": "get_weather"}}]}}, ("get_weather",)),
+    ({"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [
+        {"type": "function", "function": {"name": "get_weather"}}]}}, None),
+])
+def test_forced_tool_of_reads_the_chat_tool_choice(choice, forced):
+    """Only required, a named function and allowed_tools in required mode force a call."""
+    body = {"messages": USER, "tools": CHAT_TOOLS, "tool_choice": choice}
+    found = forced_tool_of(body)
+    assert (found.names if found else None) == forced
+    native = chat_request_to_ollama(body, model="m")
+    if forced:
+        assert "tools" not in native and native["format"] == found.format
+        assert native["messages"][0]["role"] == "system"
+    elif choice == "none":
+        assert "tools" not in native and "format" not in native
+    else:
+        assert native["tools"]
+
+
+def test_allowed_tools_in_auto_mode_sends_only_those_tools():
+    """allowed_tools (auto) narrows the tools Ollama sees."""
+    native = chat_request_to_ollama({"messages": USER, "tools": CHAT_TOOLS, "tool_choice": {
+        "type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [
+            {"type": "function", "function": {"name": "noop"}}]}}}, model="m")
+    assert [t["function"]["name"] for t in native["tools"]] == ["noop"]
+
+
+@pytest.mark.parametrize(("effort", "think"), [
+    ("none", False), ("minimal", "low"), ("low", "low"), ("medium", "medium"), ("high", "high"),
+    ("xhigh", "max"), ("max", "max"),
+])
+def test_chat_reasoning_effort_maps_to_ollama_think(effort, think):
+    """Efforts map to Ollama's think levels; xhigh and max are Ollama's max."""
+    assert chat_request_to_ollama({"messages": USER, "reasoning_effort": effort}, model="m")["think"] == think
+    assert chat_request_to_ollama({"messages": USER, "reasoning": {"effort": effort}}, model="m")["think"] == think
+
+
+def test_forced_chat_answer_is_a_tool_call_the_sdk_reads():
+    """A forced non-streamed answer validates as a ChatCompletion whose one tool call holds the JSON."""
+    forced = forced_tool_of({"tools": CHAT_TOOLS, "tool_choice": "required"})
+    out = ollama_chat_to_openai({"message": {"role": "assistant", "content": '{"name":"get_weather","arguments":'
+                                             '{"city":"Rome"}}'}, "done": True, "done_reason": "stop"},
+                                **PIN, forced=forced)
+    completion = ChatCompletion.model_validate(out)
+    call = completion.choices[0].message.tool_calls[0]
+    assert (call.function.name, json.loads(call.function.arguments)) == ("get_weather", {"city": "Rome"})
+    assert completion.choices[0].finish_reason == "tool_calls" and completion.choices[0].message.content is None
+
+
+def test_forced_chat_stream_accumulates_to_one_tool_call_in_the_sdk():
+    """Streamed, the SDK's accumulator rebuilds the same call from the tool_calls deltas."""
+    forced = forced_tool_of({"tools": CHAT_TOOLS, "tool_choice": {"type": "function",
+                                                                   "function": {"name": "get_weather"}}})
+    stream = ChatStream(**PIN, forced=forced)
+    lines = [{"message": {"role": "assistant", "content": t}, "done": False} for t in ['{"ci', 'ty": ', '"Oslo"}']]
+    body = b"".join(stream.feed(line) for line in [*lines, {"message": {"role": "assistant", "content": ""},
+                                                           "done": True, "done_reason": "stop"}])
+    state = ChatCompletionStreamState()
+    for frame in body.decode().split("\n\n"):
+        if frame.startswith("data: {"):
+            state.handle_chunk(ChatCompletionChunk.model_validate_json(frame[6:]))
+    call = state.get_final_completion().choices[0].message.tool_calls[0]
+    assert (call.id, call.function.name, call.function.arguments) == ("call_1", "get_weather", '{"city": "Oslo"}')
