@@ -8,10 +8,7 @@ from ``proxy``.
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from policies.model import Route
+from collections.abc import Collection
 
 __all__ = ["DEFAULT_FALLBACK_ON", "RETRYABLE", "Outcome", "counts_as_failure", "should_fall_back"]
 
@@ -77,9 +74,12 @@ _FAILURES: frozenset[Outcome] = frozenset(
 )
 
 
-def should_fall_back(outcome: Outcome, route: Route) -> bool:
-    """Return True when ``outcome`` (before the first byte went out) should try the next attempt."""
-    return outcome in route.fallback_on
+def should_fall_back(outcome: Outcome, fallback_on: Collection[Outcome]) -> bool:
+    """Return True when ``outcome`` (before the first byte went out) should try the next attempt.
+
+    ``fallback_on`` is the route's list (``Route.fallback_on``).
+    """
+    return outcome in fallback_on
 
 
 def counts_as_failure(outcome: Outcome) -> bool:

@@ -1,4 +1,12 @@
-"""The aiohttp application: routes table, the middleware, and the lifecycles of its resources."""
+"""The aiohttp application: the owners of each concern, the routes table, the middleware, and the
+lifecycles of what they hold (``cleanup_ctx``).
+
+Owners, each under its own key (``proxy.keys``) and each given only the collaborators it uses:
+``Backends`` (clients, breakers, health, choice), ``Admission`` (credentials and limits),
+``Accounting`` (metrics and the request log), ``Router`` (attempts, retries, fallback), ``Puller``
+(model pulls), ``Warmup``, ``Shadows``, ``Catalog`` (``/v1/models``), ``ImageFetcher`` and ``Tasks``
+(background work). ``LiveConfig`` holds the config in force; hot reload hands the new one to each owner.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +16,21 @@ import logging
 import random
 import sys
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from proxy.config import Config
-from proxy.telemetry.logs import RequestLog
+from proxy.accounting import Accounting
+from proxy.admission import Admission
+from proxy.backends import Backends
+from proxy.background.health import health_loop
+from proxy.background.pull import Puller
+from proxy.background.shadow import Shadows
+from proxy.background.tasks import Tasks
+from proxy.background.warmup import Warmup
+from proxy.catalog import Catalog
+from proxy.config import Config, LiveConfig
 from proxy.cors import install_cors
-from proxy.gateway import Gateway
-from proxy.handlers.embeddings import embeddings
-from proxy.handlers.generate import chat_completions, completions
 from proxy.handlers.admin import (
     admin_models,
     admin_stats,
@@ -26,15 +40,33 @@ from proxy.handlers.admin import (
     pull_model,
     warm_model,
 )
-from proxy.handlers.health import healthz
+from proxy.handlers.embeddings import embeddings
+from proxy.handlers.generate import chat_completions, completions
+from proxy.handlers.health import healthz, readyz
 from proxy.handlers.models import list_models, retrieve_model
-from proxy.handlers.status import readyz, status
-from proxy.background.health import health_loop
+from proxy.handlers.status import status
 from proxy.imagefetch import ImageFetcher, Resolver
-from proxy.keys import GATEWAY
+from proxy.keys import (
+    ACCOUNTING,
+    ADMISSION,
+    BACKENDS,
+    CATALOG,
+    CONFIG,
+    IMAGES,
+    METRICS,
+    PULLER,
+    ROUTER,
+    SHADOWS,
+    TASKS,
+    WARMUP,
+)
 from proxy.middleware import gateway_middleware
+from proxy.router import Router
+from proxy.telemetry.logs import RequestLog
 from proxy.upstream.backend import close_upstreams, open_upstreams
-from proxy.background.warmup import start_warmup
+
+if TYPE_CHECKING:
+    from proxy.telemetry.metrics import Metrics
 
 __all__ = ["create_app"]
 
@@ -42,7 +74,7 @@ log = logging.getLogger("proxy.app")
 
 
 async def metrics_endpoint(request: web.Request) -> web.StreamResponse:
-    metrics = request.app[GATEWAY].metrics
+    metrics = request.app.get(METRICS)
     if metrics is None:
         raise web.HTTPNotFound()
     body, content_type = metrics.render()
@@ -51,24 +83,36 @@ async def metrics_endpoint(request: web.Request) -> web.StreamResponse:
 
 def create_app(config: Config, *, rng: random.Random | None = None, health_checks: bool = True,
                multiprocess_dir: str | None = None, image_resolver: Resolver | None = None) -> web.Application:
-    """Build the app for ``config``; backends' sessions open on startup and close on cleanup.
+    """Build the app for ``config``; backends' connections open on first use and close on cleanup.
 
     ``image_resolver`` replaces DNS for image fetching (tests map names to addresses with it).
     """
-    app = web.Application(middlewares=[gateway_middleware], client_max_size=config.server.max_body_bytes,
-                          handler_args={"max_field_size": 16384, "max_line_size": 16384})
-    gw = Gateway(config, {}, rng=rng)
-    app[GATEWAY] = gw
-    gw.image_fetcher = ImageFetcher(config.image_fetch, resolver=image_resolver)
-    if config.server.cors_origins:  # off: no middleware, no per-response hook on the hot path
-        install_cors(app, lambda: gw.config.server.cors_origins)
-    if config.metrics.enabled:
+    app = web.Application(middlewares=[gateway_middleware], client_max_size=config.server.max_body_bytes)
+    live = app[CONFIG] = LiveConfig(config)
+    metrics = None
+    if config.metrics.enabled:  # imported here: with --workers, after PROMETHEUS_MULTIPROC_DIR is set
         from proxy.telemetry.metrics import Metrics
 
-        gw.metrics = Metrics(multiprocess_dir=multiprocess_dir)
+        metrics = Metrics(multiprocess_dir=multiprocess_dir)
+    if metrics is not None:
+        app[METRICS] = metrics
+    backends = app[BACKENDS] = Backends(config.policy.breaker, on_circuit=metrics.circuit if metrics else None)
+    tasks = app[TASKS] = Tasks()
+    catalog = app[CATALOG] = Catalog(backends)
+    puller = app[PULLER] = Puller(backends, tasks, lambda: live.current.ops.auto_pull,
+                                  on_pulled=catalog.invalidate, on_auto_pull=metrics.auto_pull if metrics else None)
+    app[ROUTER] = Router(backends, puller, rng or random.Random(), on_retry=metrics.retry if metrics else None)
+    app[ADMISSION] = admission = Admission(config.auth, on_auth_failure=metrics.auth_failure if metrics else None,
+                                           on_rate_limited=metrics.rate_limited if metrics else None)
+    accounting = app[ACCOUNTING] = Accounting(config, backends, metrics)
+    warmup = app[WARMUP] = Warmup(backends, puller, tasks)
+    app[SHADOWS] = Shadows(backends, tasks, on_result=_shadow_metrics(metrics) if metrics else None)
+    images = app[IMAGES] = ImageFetcher(config.image_fetch, resolver=image_resolver)
+    if config.server.cors_origins:  # off: no middleware, no per-response hook on the hot path
+        install_cors(app, lambda: live.current.server.cors_origins)
 
     async def request_log(app: web.Application) -> AsyncIterator[None]:
-        """The access log: buffered, flushes coalesced under load (see RequestLog), flushed at the end."""
+        """The request log: buffered, flushes coalesced under load (see RequestLog), flushed at the end."""
         if not config.logging.requests:
             yield
             return
@@ -76,11 +120,11 @@ def create_app(config: Config, *, rng: random.Random | None = None, health_check
         log_file = open(config.logging.file, "ab", buffering=1 << 20) if config.logging.file else None  # noqa: SIM115
         # stdout's bytes layer when it has one: no decode here and encode again in TextIOWrapper
         stdout = getattr(sys.stdout, "buffer", sys.stdout)
-        gw.request_log = log = RequestLog(log_file or stdout, fmt=config.logging.format,  # type: ignore[arg-type]
-                                          include_prompts=config.logging.include_prompts,
-                                          loop=asyncio.get_running_loop())
+        accounting.request_log = request_log = RequestLog(log_file or stdout, fmt=config.logging.format,  # type: ignore[arg-type]
+                                                          include_prompts=config.logging.include_prompts,
+                                                          loop=asyncio.get_running_loop())
         yield
-        log.flush()
+        request_log.flush()
         if log_file is not None:
             log_file.close()
 
@@ -88,34 +132,27 @@ def create_app(config: Config, *, rng: random.Random | None = None, health_check
         """With --workers, a scrape reads every worker's files: keep this worker's tally flushed."""
         while True:
             await asyncio.sleep(1.0)
-            gw.metrics.flush()  # type: ignore[union-attr]
+            metrics.flush()  # type: ignore[union-attr]
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        gw.adopt_upstreams(open_upstreams(config.backends))
-        task = asyncio.create_task(health_loop(gw)) if health_checks else None
+        backends.adopt(open_upstreams(config.backends))
+        on_up = metrics.backend_up if metrics else None
+        checks = asyncio.create_task(health_loop(backends, on_up=on_up)) if health_checks else None
         flusher = (asyncio.create_task(flush_metrics_every_second())
-                   if gw.metrics is not None and multiprocess_dir is not None else None)
-        warmup = start_warmup(gw)  # in the background: the gateway serves meanwhile, /readyz waits
+                   if metrics is not None and multiprocess_dir is not None else None)
+        warmup.start(config.ops)  # in the background: the gateway serves meanwhile, /readyz waits
         yield
-        if warmup is not None:
-            warmup.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await warmup
-        await gw.pulls.cancel_all()
-        for pending in (task, flusher):
+        for pending in (checks, flusher):
             if pending is not None:
                 pending.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await pending
-        background = list(gw.background)  # shadows, delayed session closes: end them before the sessions
-        for pending in background:
-            pending.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
-        await close_upstreams(gw.upstreams)
-        await gw.image_fetcher.close()
-        gw.auth_executor.shutdown(wait=False, cancel_futures=True)
-        if gw.metrics is not None:
-            gw.metrics.flush()  # a worker's last requests reach the shared files
+        await tasks.cancel_all()  # warm-up, pulls, shadows, delayed closes: before the connections close
+        await close_upstreams(backends.upstreams)
+        await images.close()
+        admission.close()
+        if metrics is not None:
+            metrics.flush()  # a worker's last requests reach the shared files
 
     app.cleanup_ctx.append(request_log)  # first in, last out: it outlives the requests it records
     app.cleanup_ctx.append(lifecycle)
@@ -141,3 +178,8 @@ def create_app(config: Config, *, rng: random.Random | None = None, health_check
     r.add_get("/dashboard/{name}", dashboard_asset)
     return app
 
+
+def _shadow_metrics(metrics: Metrics):  # type: ignore[no-untyped-def]
+    def record(route: str, backend: str, outcome: str, seconds: float, prompt: int, completion: int) -> None:
+        metrics.shadow(route, backend, outcome, duration=seconds, prompt_tokens=prompt, completion_tokens=completion)
+    return record

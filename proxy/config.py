@@ -25,6 +25,7 @@ from proxy.tls import TLSConfig, TLSError, server_context
 __all__ = [
     "Config",
     "ConfigError",
+    "LiveConfig",
     "ServerConfig",
     "BackendConfig",
     "Timeouts",
@@ -138,11 +139,12 @@ class Config:
     ops: OpsConfig
     source: str | None = None  # the file it came from, for hot reload
 
-    def backend(self, name: str) -> BackendConfig:
-        for backend in self.backends:
-            if backend.name == name:
-                return backend
-        raise KeyError(name)
+
+@dataclass(slots=True)
+class LiveConfig:
+    """The config in force: hot reload replaces ``current``; a request keeps the one it started with."""
+
+    current: Config
 
 
 def _url(value: object, path: str) -> str:

@@ -1,4 +1,5 @@
-"""The one middleware: request id, authentication, error rendering, and per-request accounting.
+"""The one middleware: request id, Host check, authentication and admission, error rendering, and
+the request's accounting (``Accounting.finish``) whatever its fate.
 
 It is the only place that turns exceptions into responses (via ``errors.render_error``): unknown
 paths and wrong methods become OpenAI-shaped 404/405 JSON, an oversized body 413, anything
@@ -24,11 +25,12 @@ from proxy.errors import (
     ProxyError,
     render_error,
 )
-from proxy.gateway import new_request_id
-from proxy.keys import CREDENTIAL, CTX, GATEWAY
-from proxy.router import RequestContext
+from proxy.admission import Admission
+from proxy.context import RequestContext
+from proxy.ids import new_id
+from proxy.keys import ACCOUNTING, ADMISSION, CONFIG, CREDENTIAL, CTX
 
-__all__ = ["Handler", "gateway_middleware", "serve_request"]
+__all__ = ["Handler", "gateway_middleware"]
 
 log = logging.getLogger("proxy.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -58,53 +60,49 @@ def _check_host(request: web.Request) -> None:
         raise InvalidRequestError("A request must carry exactly one Host header.", code="bad_host_header")
 
 
-async def _authenticate(request: web.Request) -> None:
-    gw = request.app[GATEWAY]
-    auth = gw.authenticator
+async def _authenticate(request: web.Request, admission: Admission) -> None:
+    auth = admission.authenticator
     path = request.path
     if path in _PUBLIC or request.method == "OPTIONS":
         return
     headers = request.headers
     if path.startswith(_ADMIN_PREFIXES):
         if auth.admin_enabled:
-            if await gw.authenticate(headers.get("Authorization"), headers.get("x-api-key"), admin=True) is None:
-                gw.auth_failed("admin")
+            if await admission.authenticate(headers.get("Authorization"), headers.get("x-api-key"), admin=True) is None:
+                admission.failed("admin")
                 raise AuthenticationError("Admin credentials are required.",
-                                          headers={"WWW-Authenticate": gw.www_authenticate})
+                                          headers={"WWW-Authenticate": admission.www_authenticate})
         elif auth.enabled:
             raise PermissionDeniedError("Admin endpoints are disabled: configure auth.admin.", code="no_admin")
         return
     if not auth.enabled:
         return
-    credential = await gw.authenticate(headers.get("Authorization"), headers.get("x-api-key"))
+    credential = await admission.authenticate(headers.get("Authorization"), headers.get("x-api-key"))
     if credential is None:
-        gw.auth_failed("missing" if "Authorization" not in headers and "x-api-key" not in headers else "invalid")
+        admission.failed("missing" if "Authorization" not in headers and "x-api-key" not in headers else "invalid")
         raise AuthenticationError("Incorrect or missing API key. Send 'Authorization: Bearer <key>'.",
-                                  headers={"WWW-Authenticate": gw.www_authenticate})
+                                  headers={"WWW-Authenticate": admission.www_authenticate})
     request[CREDENTIAL] = credential
     request[CTX].credential = credential.name
 
 
-async def serve_request(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request id, authentication, admission, the handler, errors rendered, the request recorded.
-
-    Shared by aiohttp's middleware and the fast lane (``proxy.fastlane``), which passes a
-    ``FastRequest`` with the same attributes.
-    """
+async def _serve(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id, Host check, authentication, admission, the handler, errors rendered, the request recorded."""
+    app = request.app
     incoming = request.headers.get("X-Request-ID")
-    rid = incoming if incoming and _REQUEST_ID.match(incoming) else new_request_id()
-    ctx = RequestContext(request_id=rid, endpoint=request.path)
+    rid = incoming if incoming and _REQUEST_ID.match(incoming) else new_id("req_")
+    ctx = RequestContext(request_id=rid, endpoint=request.path, config=app[CONFIG].current)
     request[CTX] = ctx
-    gw = request.app[GATEWAY]
+    admission, accounting = app[ADMISSION], app[ACCOUNTING]
     try:
         _check_host(request)
-        await _authenticate(request)
-        limits = gw.admit(request.get(CREDENTIAL))
+        await _authenticate(request, admission)
+        limits = admission.admit(request.get(CREDENTIAL))
         try:
             response = await handler(request)
         finally:
             if limits is not None:
-                gw.release(limits, ctx)
+                admission.release(limits, ctx.prompt_tokens + ctx.completion_tokens)
     except ProxyError as exc:
         response = _error_response(ctx, exc)
     except web.HTTPException as exc:
@@ -113,7 +111,7 @@ async def serve_request(request: web.Request, handler: Handler) -> web.StreamRes
         response = _error_response(ctx, _http_error(exc, request))
     except asyncio.CancelledError:
         ctx.outcome, ctx.status = "client_disconnect", 499
-        gw.finish(ctx)
+        accounting.finish(ctx)
         raise
     except Exception as exc:
         log.exception("request %s failed unexpectedly", rid)
@@ -122,13 +120,13 @@ async def serve_request(request: web.Request, handler: Handler) -> web.StreamRes
         ctx.status = response.status
     if not response.prepared:
         response.headers["X-Request-ID"] = rid
-    gw.finish(ctx)
+    accounting.finish(ctx)
     return response
 
 
 @web.middleware
 async def gateway_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    response = await serve_request(request, handler)
+    response = await _serve(request, handler)
     if response.status == 408:  # the body did not arrive within server.body_timeout
         await _send_and_hang_up(request, response)
     elif response.status >= 400 and not response.prepared and not request.content.is_eof():

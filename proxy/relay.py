@@ -18,7 +18,7 @@ from aiohttp import web
 from policies.outcome import Outcome
 from proxy.errors import ProxyError, UpstreamBrokenStreamError, UpstreamStreamError, sse_error_event
 from proxy.jsonio import JSONDecodeError, loads
-from proxy.router import RequestContext
+from proxy.context import RequestContext
 from proxy.translate.stream import ChatStream, CompletionStream
 from proxy.upstream.backend import UpstreamResponse
 

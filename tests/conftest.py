@@ -12,7 +12,7 @@ from aiohttp import web
 
 from proxy.app import create_app
 from proxy.config import Config, parse_config
-from proxy.keys import GATEWAY
+from proxy.keys import BACKENDS, METRICS, PULLER, TASKS, WARMUP
 from proxy.server import start_site
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.openai import FakeOpenAI
@@ -31,8 +31,24 @@ class RunningGateway:
     config: Config
 
     @property
-    def gw(self) -> Any:
-        return self.app[GATEWAY]
+    def backends(self) -> Any:
+        return self.app[BACKENDS]
+
+    @property
+    def metrics(self) -> Any:
+        return self.app[METRICS]
+
+    @property
+    def tasks(self) -> Any:
+        return self.app[TASKS]
+
+    @property
+    def warmup(self) -> Any:
+        return self.app[WARMUP]
+
+    @property
+    def puller(self) -> Any:
+        return self.app[PULLER]
 
     def client(self, api_key: str = "sk-test", **kwargs: Any) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(base_url=self.url + "/v1", api_key=api_key, max_retries=0, timeout=20,

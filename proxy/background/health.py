@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
+from proxy.backends import BackendHealth, Backends
 from proxy.errors import ProxyError
-from proxy.gateway import BackendHealth, Gateway
 from proxy.upstream.backend import Upstream
 
 __all__ = ["check_backend", "check_all", "health_loop"]
@@ -53,27 +53,22 @@ async def check_backend(upstream: Upstream, *, timeout: float = 5.0) -> BackendH
     )
 
 
-async def check_all(gw: Gateway) -> None:
-    upstreams = list(gw.upstreams.values())
+async def check_all(backends: Backends, *, on_up: Callable[[str, bool], None] | None = None) -> None:
+    """One round of checks for every backend, stored in ``backends``; ``on_up(name, up)`` hears each result."""
+    upstreams = list(backends.upstreams.values())
     results = await asyncio.gather(*(check_backend(u) for u in upstreams))
     for upstream, health in zip(upstreams, results):
-        before = gw.health.get(upstream.name)
-        if before is not None and before.up is not health.up:
-            if health.up:
-                log.info("backend %s is up", upstream.name)
-            else:
-                log.warning("backend %s is down: %s", upstream.name, health.error)
-        gw.health[upstream.name] = health
-        if gw.metrics is not None:
-            gw.metrics.backend_up(upstream.name, bool(health.up))  # type: ignore[attr-defined]
+        backends.set_health(upstream.name, health)
+        if on_up is not None:
+            on_up(upstream.name, bool(health.up))
 
 
-async def health_loop(gw: Gateway) -> None:
+async def health_loop(backends: Backends, *, on_up: Callable[[str, bool], None] | None = None) -> None:
     """Check every backend now, then every ``min(health_interval)`` seconds, until cancelled."""
     while True:
         try:
-            await check_all(gw)
+            await check_all(backends, on_up=on_up)
         except Exception:  # a bug here must not stop the checks
             log.exception("health check round failed")
-        interval = min((u.cfg.health_interval for u in gw.upstreams.values()), default=10.0)
+        interval = min((u.cfg.health_interval for u in backends.upstreams.values()), default=10.0)
         await asyncio.sleep(interval)

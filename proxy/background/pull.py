@@ -1,6 +1,6 @@
 """Model pulls on Ollama backends: one in flight per (backend, model), with progress for everyone.
 
-Three callers share this: the router's auto-pull hook (a backend answered "model not found" and
+``Puller`` owns them. Three callers share it: the router's auto-pull hook (a backend answered "model not found" and
 ``ops.auto_pull`` allows the model), the admin API (``POST /admin/models/pull``) and warm-up. However
 many of them ask for the same model on the same backend, one ``/api/pull`` runs (single flight); the
 others wait for it or watch its progress. A waiter gives up after ``ops.auto_pull.timeout`` while the
@@ -18,17 +18,18 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from policies.outcome import Outcome
+from proxy.backends import Backends
+from proxy.background.health import check_backend
+from proxy.background.tasks import Tasks
+from proxy.config import AutoPullConfig
 from proxy.errors import ProxyError, UpstreamStreamError
 from proxy.jsonio import JSONDecodeError, dumps, loads
 from proxy.upstream.backend import Upstream
 
-if TYPE_CHECKING:
-    from proxy.gateway import Gateway
-
-__all__ = ["PullBoard", "PullProgress", "AutoPull", "stream_pull", "start_pull", "watch_pull", "auto_pull"]
+__all__ = ["PullBoard", "PullProgress", "AutoPull", "Puller", "stream_pull"]
 
 log = logging.getLogger("proxy.background.pull")
 Key = tuple[str, str]  # (backend, model)
@@ -97,13 +98,6 @@ class PullBoard:
         for _, key in done[:max(0, len(self.progress) - _KEEP)]:
             del self.progress[key]
 
-    async def cancel_all(self) -> None:
-        """Stop every pull in flight (app shutdown)."""
-        tasks = list(self.tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
 
 async def stream_pull(upstream: Upstream, model: str) -> AsyncIterator[dict[str, object]]:
     """Ollama's pull progress lines as they come; an ``{"error"}`` line raises UpstreamStreamError."""
@@ -129,115 +123,122 @@ def _apply(progress: PullProgress, line: dict[str, object]) -> None:
         progress.layers[digest] = (completed if isinstance(completed, int) else 0, total)
 
 
-async def _run(gw: Gateway, upstream: Upstream, progress: PullProgress) -> None:
-    key = (upstream.name, progress.model)
-    board = gw.pulls
-    log.info("pulling %s on %s (%s)", progress.model, upstream.name, progress.trigger)
-    logged = -1
-    try:
-        async for line in stream_pull(upstream, progress.model):
-            _apply(progress, line)
-            board.publish(key, progress.as_dict())
-            total = progress.total
-            tenth = progress.completed * 10 // total if total else -1
-            if tenth > logged:
-                logged = tenth
-                log.info("pulling %s on %s: %s %d%%", progress.model, upstream.name, progress.status, tenth * 10)
-        if progress.status != "success":
-            raise UpstreamStreamError(f"pulling {progress.model} on {upstream.name} ended without success",
-                                      outcome=Outcome.BROKEN_STREAM, backend=upstream.name)
-    except ProxyError as exc:
-        progress.state, progress.error = "failed", exc.message
-        log.warning("pull of %s on %s failed: %s", progress.model, upstream.name, exc.message)
-    except Exception:  # a bug must not leave waiters and /status with a pull that never ends
-        progress.state, progress.error = "failed", "internal error (see the gateway's log)"
-        log.exception("pull of %s on %s failed unexpectedly", progress.model, upstream.name)
-    except asyncio.CancelledError:
-        progress.state, progress.error = "failed", "cancelled"
-        raise
-    else:
-        progress.state = "done"
-        log.info("pulled %s on %s", progress.model, upstream.name)
-        gw.catalog = None  # /v1/models should list it now
-        await _refresh_health(gw, upstream)
-    finally:
-        progress.finished_at = time.time()
-        board.tasks.pop(key, None)
-        board.publish(key, progress.as_dict())
-        board.publish(key, None)
-        if progress.trigger == "auto" and gw.metrics is not None:
-            gw.metrics.auto_pull(upstream.name, progress.model, "ok" if progress.state == "done" else "error")
-        board.prune()
+class Puller:
+    """Pulls on Ollama backends for the router (auto-pull), the admin API and warm-up.
 
+    ``settings`` returns the current ``ops.auto_pull`` section (it follows hot reloads);
+    ``on_pulled`` runs after a pull succeeds (the model catalog forgets what it cached);
+    ``on_auto_pull(backend, model, outcome)`` hears how automatic pulls ended (metrics).
+    """
 
-async def _refresh_health(gw: Gateway, upstream: Upstream) -> None:
-    from proxy.background.health import check_backend  # proxy.background.health imports the gateway, which imports us
+    def __init__(self, backends: Backends, tasks: Tasks, settings: Callable[[], AutoPullConfig], *,
+                 on_pulled: Callable[[], None] | None = None,
+                 on_auto_pull: Callable[[str, str, str], None] | None = None) -> None:
+        self.backends = backends
+        self.tasks = tasks
+        self.settings = settings
+        self.on_pulled = on_pulled
+        self.on_auto_pull = on_auto_pull
+        self.board = PullBoard()
 
-    gw.health[upstream.name] = await check_backend(upstream)
-
-
-def start_pull(gw: Gateway, upstream: Upstream, model: str, *, trigger: str) -> PullProgress:
-    """Start pulling ``model`` on ``upstream``, or join the pull already in flight."""
-    key = (upstream.name, model)
-    task = gw.pulls.tasks.get(key)
-    if task is not None:
-        return gw.pulls.progress[key]
-    progress = gw.pulls.progress[key] = PullProgress(backend=upstream.name, model=model, trigger=trigger)
-    task = asyncio.create_task(_run(gw, upstream, progress), name=f"pull {upstream.name}/{model}")
-    gw.pulls.tasks[key] = task
-    gw.background.add(task)
-    task.add_done_callback(gw.background.discard)
-    return progress
-
-
-async def watch_pull(gw: Gateway, upstream: Upstream, model: str, *,
-                     trigger: str = "admin") -> AsyncIterator[dict[str, object]]:
-    """Start or join a pull and yield its progress until it ends (the last event has its state)."""
-    key = (upstream.name, model)
-    queue: asyncio.Queue[dict[str, object] | None] = asyncio.Queue()
-    gw.pulls.watchers.setdefault(key, set()).add(queue)
-    try:
-        progress = start_pull(gw, upstream, model, trigger=trigger)
-        yield progress.as_dict()
-        while (event := await queue.get()) is not None:
-            yield event
-    finally:
-        watchers = gw.pulls.watchers.get(key)
-        if watchers is not None:
-            watchers.discard(queue)
-            if not watchers:
-                del gw.pulls.watchers[key]
-
-
-def allowed(gw: Gateway, model: str) -> bool:
-    """Whether ``ops.auto_pull`` lets the gateway pull ``model`` by itself (off by default)."""
-    settings = gw.config.ops.auto_pull
-    return settings.enabled and any(fnmatchcase(model, pattern) for pattern in settings.models)
-
-
-async def auto_pull(gw: Gateway, upstream: Upstream, model: str) -> AutoPull:
-    """After a "model not found" from an Ollama backend: pull it (once) and wait, within the timeout."""
-    if upstream.kind != "ollama" or not allowed(gw, model):
-        return AutoPull(ready=False)
-    key = (upstream.name, model)
-    recent = gw.pulls.progress.get(key)
-    if (recent is not None and recent.state != "pulling" and recent.finished_at is not None
-            and time.time() - recent.finished_at < _RECENT):
-        # ended a moment ago: this request's 404 crossed the pull's end (or the pull just failed)
-        if recent.state == "done":
-            return AutoPull(ready=True)
-        return AutoPull(ready=False, note=f"auto-pull failed: {recent.error}")
-    progress = start_pull(gw, upstream, model, trigger="auto")
-    task = gw.pulls.tasks.get(key)
-    timeout = gw.config.ops.auto_pull.timeout
-    if task is not None:
+    async def _run(self, upstream: Upstream, progress: PullProgress) -> None:
+        key = (upstream.name, progress.model)
+        board = self.board
+        log.info("pulling %s on %s (%s)", progress.model, upstream.name, progress.trigger)
+        logged = -1
         try:
-            await asyncio.wait_for(asyncio.shield(task), timeout)
-        except TimeoutError:
-            log.warning("auto-pull of %s on %s still running after %.1fs; falling back", model, upstream.name,
-                        timeout)
-            return AutoPull(ready=False, note=f"auto-pull of {model} on {upstream.name} did not finish within "
-                                              f"{timeout:g}s; it continues in the background")
-    if progress.state == "done":
-        return AutoPull(ready=True)
-    return AutoPull(ready=False, note=f"auto-pull failed: {progress.error}")
+            async for line in stream_pull(upstream, progress.model):
+                _apply(progress, line)
+                board.publish(key, progress.as_dict())
+                total = progress.total
+                tenth = progress.completed * 10 // total if total else -1
+                if tenth > logged:
+                    logged = tenth
+                    log.info("pulling %s on %s: %s %d%%", progress.model, upstream.name, progress.status,
+                             tenth * 10)
+            if progress.status != "success":
+                raise UpstreamStreamError(f"pulling {progress.model} on {upstream.name} ended without success",
+                                          outcome=Outcome.BROKEN_STREAM, backend=upstream.name)
+        except ProxyError as exc:
+            progress.state, progress.error = "failed", exc.message
+            log.warning("pull of %s on %s failed: %s", progress.model, upstream.name, exc.message)
+        except Exception:  # a bug must not leave waiters and /status with a pull that never ends
+            progress.state, progress.error = "failed", "internal error (see the gateway's log)"
+            log.exception("pull of %s on %s failed unexpectedly", progress.model, upstream.name)
+        except asyncio.CancelledError:
+            progress.state, progress.error = "failed", "cancelled"
+            raise
+        else:
+            progress.state = "done"
+            log.info("pulled %s on %s", progress.model, upstream.name)
+            if self.on_pulled is not None:
+                self.on_pulled()  # /v1/models should list it now
+            self.backends.set_health(upstream.name, await check_backend(upstream))
+        finally:
+            progress.finished_at = time.time()
+            board.tasks.pop(key, None)
+            board.publish(key, progress.as_dict())
+            board.publish(key, None)
+            if progress.trigger == "auto" and self.on_auto_pull is not None:
+                self.on_auto_pull(upstream.name, progress.model, "ok" if progress.state == "done" else "error")
+            board.prune()
+
+    def start(self, upstream: Upstream, model: str, *, trigger: str) -> PullProgress:
+        """Start pulling ``model`` on ``upstream``, or join the pull already in flight."""
+        key = (upstream.name, model)
+        if key in self.board.tasks:
+            return self.board.progress[key]
+        progress = self.board.progress[key] = PullProgress(backend=upstream.name, model=model, trigger=trigger)
+        self.board.tasks[key] = self.tasks.spawn(self._run(upstream, progress), name=f"pull {upstream.name}/{model}")
+        return progress
+
+    async def watch(self, upstream: Upstream, model: str, *,
+                    trigger: str = "admin") -> AsyncIterator[dict[str, object]]:
+        """Start or join a pull and yield its progress until it ends (the last event has its state)."""
+        key = (upstream.name, model)
+        queue: asyncio.Queue[dict[str, object] | None] = asyncio.Queue()
+        watchers = self.board.watchers
+        watchers.setdefault(key, set()).add(queue)
+        try:
+            progress = self.start(upstream, model, trigger=trigger)
+            yield progress.as_dict()
+            while (event := await queue.get()) is not None:
+                yield event
+        finally:
+            queues = watchers.get(key)
+            if queues is not None:
+                queues.discard(queue)
+                if not queues:
+                    del watchers[key]
+
+    def allowed(self, model: str) -> bool:
+        """Whether ``ops.auto_pull`` lets the gateway pull ``model`` by itself (off by default)."""
+        settings = self.settings()
+        return settings.enabled and any(fnmatchcase(model, pattern) for pattern in settings.models)
+
+    async def auto_pull(self, upstream: Upstream, model: str) -> AutoPull:
+        """After a "model not found" from an Ollama backend: pull it (once) and wait, within the timeout."""
+        if upstream.kind != "ollama" or not self.allowed(model):
+            return AutoPull(ready=False)
+        key = (upstream.name, model)
+        recent = self.board.progress.get(key)
+        if (recent is not None and recent.state != "pulling" and recent.finished_at is not None
+                and time.time() - recent.finished_at < _RECENT):
+            # ended a moment ago: this request's 404 crossed the pull's end (or the pull just failed)
+            if recent.state == "done":
+                return AutoPull(ready=True)
+            return AutoPull(ready=False, note=f"auto-pull failed: {recent.error}")
+        progress = self.start(upstream, model, trigger="auto")
+        task = self.board.tasks.get(key)
+        timeout = self.settings().timeout
+        if task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout)
+            except TimeoutError:
+                log.warning("auto-pull of %s on %s still running after %.1fs; falling back", model, upstream.name,
+                            timeout)
+                return AutoPull(ready=False, note=f"auto-pull of {model} on {upstream.name} did not finish "
+                                                  f"within {timeout:g}s; it continues in the background")
+        if progress.state == "done":
+            return AutoPull(ready=True)
+        return AutoPull(ready=False, note=f"auto-pull failed: {progress.error}")

@@ -2,7 +2,7 @@
 
 The switch is atomic for the event loop: the new backends' sessions are opened first, then config
 and backends are swapped with no ``await`` in between, so a request sees either the old gateway or
-the new one. In-flight requests (streams included) keep the ``Upstream`` objects they already hold:
+the new one. In-flight requests (streams included) keep the config and the ``Upstream`` objects they already hold:
 the old sessions are closed only once none of them has a request outstanding, or after the longest
 old ``first_byte + read`` timeout at the latest. Breaker and health state carry over for backends
 kept under the same name. Listen address, workers, logging and metrics switches need a restart.
@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from proxy.config import Config, ConfigError, load_config
-from proxy.keys import GATEWAY
+from proxy.keys import ACCOUNTING, ADMISSION, BACKENDS, CATALOG, CONFIG, IMAGES, TASKS
 from proxy.tls import ServerTLS
 from proxy.upstream.backend import Upstream, close_upstreams, open_upstreams
 
@@ -30,8 +30,8 @@ _DRAIN_POLL = 0.25  # seconds between checks that the old backends have no reque
 
 async def reload_config(app: web.Application, environ: Mapping[str, str]) -> bool:
     """Re-read the config file; True when the new one was adopted, False (old config kept) otherwise."""
-    gw = app[GATEWAY]
-    path = gw.config.source
+    live = app[CONFIG]
+    path = live.current.source
     if path is None:
         log.warning("reload requested but the gateway was started without a config file")
         return False
@@ -44,15 +44,19 @@ async def reload_config(app: web.Application, environ: Mapping[str, str]) -> boo
     except Exception as exc:
         log.error("config reload rejected, keeping the running config: %s", exc)
         return False
-    _warn_restart_only(gw.config, config)
-    old = gw.upstreams
-    gw.set_config(config)
-    gw.adopt_upstreams(upstreams)
+    _warn_restart_only(live.current, config)
+    backends = app[BACKENDS]
+    old = backends.upstreams
+    # no await from here to the end of the swap: a request sees the old gateway or the new one
+    live.current = config
+    backends.adopt(upstreams, config.policy.breaker)
+    app[ADMISSION].configure(config.auth)
+    app[ACCOUNTING].configure(config)
+    app[IMAGES].config = config.image_fetch
+    app[CATALOG].invalidate()
     log.info("config reloaded from %s (%d backends, %d routes)", path, len(config.backends),
              len(config.policy.routes))
-    task = asyncio.create_task(_close_when_drained(old), name="reload-drain")
-    gw.background.add(task)
-    task.add_done_callback(gw.background.discard)
+    app[TASKS].spawn(_close_when_drained(old), name="reload-drain")
     return True
 
 
@@ -84,18 +88,15 @@ def _warn_restart_only(before: Config, after: Config) -> None:
 
 def install_reload(app: web.Application, environ: Mapping[str, str], *, tls: ServerTLS | None = None) -> None:
     """Reload the config, and the TLS certificate of ``tls``, on SIGHUP (call from within the running loop)."""
-    gw = app[GATEWAY]
     loop = asyncio.get_running_loop()
 
     async def reload_all() -> None:
         adopted = await reload_config(app, environ)
         if tls is not None:
-            new = gw.config.server.tls if adopted else None
+            new = app[CONFIG].current.server.tls if adopted else None
             tls.reload(new)  # the certificate files may have been renewed even if the config did not change
 
     def on_sighup() -> None:
-        task = loop.create_task(reload_all(), name="reload")
-        gw.background.add(task)  # type: ignore[arg-type]
-        task.add_done_callback(gw.background.discard)  # type: ignore[arg-type]
+        app[TASKS].spawn(reload_all(), name="reload")
 
     loop.add_signal_handler(signal.SIGHUP, on_sighup)

@@ -2,7 +2,7 @@
 
 A load is Ollama's cheapest request: ``POST /api/generate`` with a model and no prompt, which loads
 the model and answers ``done_reason: "load"`` without generating. It runs in the background while
-the gateway serves; ``gw.warmup`` holds each model's state and ``/readyz`` stays not ready until
+the gateway serves; ``Warmup.states`` holds each model's state and ``/readyz`` stays not ready until
 every one has finished (loaded or failed: a model that cannot load must not block readiness forever).
 Loads on one backend go one after another (they compete for the same memory); backends in parallel.
 A model that is missing is pulled first when ``ops.auto_pull`` allows it.
@@ -13,18 +13,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
 
 from policies.outcome import Outcome
+from proxy.backends import Backends
+from proxy.background.pull import Puller
+from proxy.background.tasks import Tasks
+from proxy.config import OpsConfig
 from proxy.errors import ProxyError, UpstreamStreamError
 from proxy.jsonio import JSONDecodeError, dumps, loads
-from proxy.background.pull import auto_pull
 from proxy.upstream.backend import Upstream
 
-if TYPE_CHECKING:
-    from proxy.gateway import Gateway
-
-__all__ = ["load_model", "warm_up", "start_warmup", "warming"]
+__all__ = ["load_model", "Warmup"]
 
 log = logging.getLogger("proxy.background.warmup")
 
@@ -50,55 +49,53 @@ async def load_model(upstream: Upstream, model: str, keep_alive: str | int | Non
     return time.perf_counter() - started
 
 
-def warming(gw: Gateway) -> list[str]:
-    """``backend/model`` of every warm-up that has not finished yet."""
-    return [f"{b}/{m}" for (b, m), state in gw.warmup.items() if state in (PENDING, LOADING)]
+class Warmup:
+    """The warm-up of ``ops.warmup``: each (backend, model)'s state, and the task that loads them."""
 
+    def __init__(self, backends: Backends, puller: Puller, tasks: Tasks) -> None:
+        self.backends, self.puller, self.tasks = backends, puller, tasks
+        self.states: dict[tuple[str, str], str] = {}
 
-async def _warm_backend(gw: Gateway, upstream: Upstream, models: list[str]) -> None:
-    keep_alive = gw.config.ops.warmup_keep_alive
-    for model in models:
-        key = (upstream.name, model)
-        gw.warmup[key] = LOADING
-        try:
-            try:
-                seconds = await load_model(upstream, model, keep_alive)
-            except ProxyError as exc:
-                if exc.outcome is not Outcome.MODEL_NOT_FOUND or not (await auto_pull(gw, upstream, model)).ready:
-                    raise
-                seconds = await load_model(upstream, model, keep_alive)
-        except ProxyError as exc:
-            gw.warmup[key] = f"{FAILED}: {exc.message}"
-            log.warning("warm-up of %s on %s failed: %s", model, upstream.name, exc.message)
-        except Exception:  # a bug must not keep /readyz at "warming" forever
-            gw.warmup[key] = f"{FAILED}: internal error (see the gateway's log)"
-            log.exception("warm-up of %s on %s failed unexpectedly", model, upstream.name)
-        else:
-            gw.warmup[key] = READY
-            log.info("warm-up: %s loaded on %s in %.1fs", model, upstream.name, seconds)
+    def warming(self) -> list[str]:
+        """``backend/model`` of every warm-up that has not finished yet."""
+        return [f"{b}/{m}" for (b, m), state in self.states.items() if state in (PENDING, LOADING)]
 
+    def start(self, ops: OpsConfig) -> asyncio.Task[None] | None:
+        """Mark every warm-up model pending and load them in the background (None: nothing to do)."""
+        by_backend: dict[str, list[str]] = {}
+        for item in ops.warmup:
+            upstream = self.backends.upstreams.get(item.backend)
+            if upstream is not None and upstream.kind == "ollama":
+                by_backend.setdefault(item.backend, []).append(item.model)
+                self.states[(item.backend, item.model)] = PENDING
+        if not by_backend:
+            return None
+        return self.tasks.spawn(self._warm_up(by_backend, ops.warmup_keep_alive), name="warm-up")
 
-async def warm_up(gw: Gateway) -> None:
-    """Load every ``ops.warmup`` model; never raises for a backend problem."""
-    by_backend: dict[str, list[str]] = {}
-    for item in gw.config.ops.warmup:
-        upstream = gw.upstreams.get(item.backend)
-        if upstream is None or upstream.kind != "ollama":
-            continue
-        by_backend.setdefault(item.backend, []).append(item.model)
-    await asyncio.gather(*(_warm_backend(gw, gw.upstreams[name], models) for name, models in by_backend.items()))
-    if by_backend:
+    async def _warm_up(self, by_backend: dict[str, list[str]], keep_alive: str | int | None) -> None:
+        """Load every model; backends in parallel, one model after another on each; never raises."""
+        await asyncio.gather(*(self._warm_backend(self.backends.upstreams[name], models, keep_alive)
+                               for name, models in by_backend.items()))
         log.info("warm-up finished")
 
-
-def start_warmup(gw: Gateway) -> asyncio.Task[None] | None:
-    """Mark every warm-up model pending and start loading them in the background (None: nothing to do)."""
-    items = [(w.backend, w.model) for w in gw.config.ops.warmup if w.backend in gw.upstreams]
-    if not items:
-        return None
-    for key in items:
-        gw.warmup[key] = PENDING
-    task = asyncio.create_task(warm_up(gw), name="warm-up")
-    gw.background.add(task)
-    task.add_done_callback(gw.background.discard)
-    return task
+    async def _warm_backend(self, upstream: Upstream, models: list[str], keep_alive: str | int | None) -> None:
+        for model in models:
+            key = (upstream.name, model)
+            self.states[key] = LOADING
+            try:
+                try:
+                    seconds = await load_model(upstream, model, keep_alive)
+                except ProxyError as exc:
+                    if (exc.outcome is not Outcome.MODEL_NOT_FOUND
+                            or not (await self.puller.auto_pull(upstream, model)).ready):
+                        raise
+                    seconds = await load_model(upstream, model, keep_alive)
+            except ProxyError as exc:
+                self.states[key] = f"{FAILED}: {exc.message}"
+                log.warning("warm-up of %s on %s failed: %s", model, upstream.name, exc.message)
+            except Exception:  # a bug must not keep /readyz at "warming" forever
+                self.states[key] = f"{FAILED}: internal error (see the gateway's log)"
+                log.exception("warm-up of %s on %s failed unexpectedly", model, upstream.name)
+            else:
+                self.states[key] = READY
+                log.info("warm-up: %s loaded on %s in %.1fs", model, upstream.name, seconds)

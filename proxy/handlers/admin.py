@@ -19,15 +19,14 @@ from pathlib import Path
 
 from aiohttp import web
 
-from proxy.errors import InvalidRequestError, NotFoundError, ProxyError, UpstreamStreamError, error_body
-from proxy.gateway import Gateway
-from proxy.handlers.common import json_response, read_body
+from proxy.backends import Backends
 from proxy.background.health import check_backend
-from proxy.jsonio import dumps
-from proxy.keys import CTX, GATEWAY
-from proxy.background.pull import watch_pull
-from proxy.upstream.backend import Upstream
 from proxy.background.warmup import load_model
+from proxy.errors import InvalidRequestError, NotFoundError, ProxyError, UpstreamStreamError, error_body
+from proxy.handlers.common import json_response, read_body
+from proxy.jsonio import dumps
+from proxy.keys import BACKENDS, CATALOG, CTX, METRICS, PULLER
+from proxy.upstream.backend import Upstream
 
 __all__ = ["admin_models", "pull_model", "delete_model", "warm_model", "admin_stats", "dashboard",
            "dashboard_asset"]
@@ -52,34 +51,36 @@ def _text_field(body: dict[str, object], name: str) -> str | None:
     return value.strip()
 
 
-async def _target(request: web.Request) -> tuple[Gateway, Upstream, str, dict[str, object]]:
+async def _target(request: web.Request) -> tuple[Upstream, str, dict[str, object]]:
     """The Ollama backend and model named by the JSON body."""
     if request.method == "POST" and request.content_type != "application/json":
         raise InvalidRequestError("Send the body as application/json.", code="unsupported_media_type", status=415)
-    gw = request.app[GATEWAY]
-    body = await read_body(request)
+    backends = request.app[BACKENDS]
+    body = await read_body(request, request[CTX].config.server)
     model = _text_field(body, "model")
     if model is None:
         raise InvalidRequestError("Missing required parameter: 'model'.", param="model", code="missing_field")
     name = _text_field(body, "backend")
-    ollamas = [u.name for u in gw.upstreams.values() if u.kind == "ollama"]
+    ollamas = [u.name for u in backends.of_kind("ollama")]
     if name is None:
         if len(ollamas) != 1:
             raise InvalidRequestError(f"Missing required parameter: 'backend' (one of {', '.join(ollamas)}).",
                                       param="backend", code="missing_field")
         name = ollamas[0]
-    upstream = gw.upstreams.get(name)
+    upstream = backends.upstreams.get(name)
     if upstream is None:
         raise NotFoundError(f"Unknown backend '{name}'.", param="backend")
     if upstream.kind != "ollama":
         raise InvalidRequestError(f"Backend '{name}' is not an Ollama backend; its models are managed elsewhere.",
                                   param="backend")
-    return gw, upstream, model, body
+    return upstream, model, body
 
 
-async def _refresh(gw: Gateway, upstream: Upstream) -> None:
-    gw.catalog = None
-    gw.health[upstream.name] = await check_backend(upstream)
+async def _refresh(app: web.Application, upstream: Upstream) -> None:
+    """After a change on ``upstream``: forget the cached model list and check the backend again."""
+    app[CATALOG].invalidate()
+    backends: Backends = app[BACKENDS]
+    backends.set_health(upstream.name, await check_backend(upstream))
 
 
 async def _models_of(upstream: Upstream) -> dict[str, object]:
@@ -106,19 +107,19 @@ async def _models_of(upstream: Upstream) -> dict[str, object]:
 
 
 async def admin_models(request: web.Request) -> web.StreamResponse:
-    gw = request.app[GATEWAY]
-    backends = await asyncio.gather(*(_models_of(u) for u in gw.upstreams.values()))
+    upstreams = request.app[BACKENDS].upstreams.values()
+    backends = await asyncio.gather(*(_models_of(u) for u in upstreams))
     return json_response({"backends": backends})
 
 
 async def pull_model(request: web.Request) -> web.StreamResponse:
     """Pull (or join the pull already running) and stream its progress as NDJSON, one event a line."""
-    gw, upstream, model, _ = await _target(request)
+    upstream, model, _ = await _target(request)
     resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache",
                                        "X-Request-ID": request[CTX].request_id})
     await resp.prepare(request)
     last: dict[str, object] = {}
-    async for event in watch_pull(gw, upstream, model, trigger="admin"):
+    async for event in request.app[PULLER].watch(upstream, model, trigger="admin"):
         last = event
         await resp.write(dumps(event) + b"\n")
     if last.get("state") != "done":
@@ -130,27 +131,27 @@ async def pull_model(request: web.Request) -> web.StreamResponse:
 
 
 async def delete_model(request: web.Request) -> web.StreamResponse:
-    gw, upstream, model, _ = await _target(request)
+    upstream, model, _ = await _target(request)
     resp = await upstream.send("DELETE", "/api/delete", dumps({"model": model}), first_byte=_CHANGE_TIMEOUT,
                                model=model)
     await resp.read()
-    await _refresh(gw, upstream)
+    await _refresh(request.app, upstream)
     return json_response({"deleted": True, "backend": upstream.name, "model": model})
 
 
 async def warm_model(request: web.Request) -> web.StreamResponse:
-    gw, upstream, model, body = await _target(request)
-    keep_alive = body.get("keep_alive", gw.config.ops.warmup_keep_alive)
+    upstream, model, body = await _target(request)
+    keep_alive = body.get("keep_alive", request[CTX].config.ops.warmup_keep_alive)
     if keep_alive is not None and (not isinstance(keep_alive, (str, int)) or isinstance(keep_alive, bool)):
         raise InvalidRequestError("Invalid 'keep_alive': expected a duration such as 30m, or seconds.",
                                   param="keep_alive", code="invalid_type")
     seconds = await load_model(upstream, model, keep_alive)
-    await _refresh(gw, upstream)
+    await _refresh(request.app, upstream)
     return json_response({"loaded": True, "backend": upstream.name, "model": model, "seconds": round(seconds, 3)})
 
 
 async def admin_stats(request: web.Request) -> web.StreamResponse:
-    metrics = request.app[GATEWAY].metrics
+    metrics = request.app.get(METRICS)
     if metrics is None:
         return json_response({"enabled": False, "models": {}, "routes": {}, "backends": {}})
     return json_response({"enabled": True, **metrics.snapshot()})

@@ -8,6 +8,7 @@ headers that name the request and, unless configured off, the backend and model 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Mapping
 
@@ -15,6 +16,10 @@ from aiohttp import web
 
 from policies.outcome import Outcome
 from policies.plan import plan, resolve_route, sticky_key
+from proxy.accounting import Accounting
+from proxy.auth import model_allowed
+from proxy.config import ServerConfig
+from proxy.context import RequestContext
 from proxy.errors import (
     InvalidRequestError,
     ModelNotFoundError,
@@ -23,8 +28,7 @@ from proxy.errors import (
     UpstreamBrokenStreamError,
 )
 from proxy.jsonio import JSONDecodeError, dumps, loads
-from proxy.keys import CREDENTIAL, CTX, GATEWAY
-from proxy.router import RequestContext
+from proxy.keys import CREDENTIAL, CTX
 from proxy.translate.fields import require_str
 
 __all__ = ["read_body", "begin", "response_headers", "json_response", "json_answer", "created_now"]
@@ -34,17 +38,16 @@ def created_now() -> int:
     return int(time.time())
 
 
-async def read_body(request: web.Request) -> dict[str, object]:
-    """The request's JSON object, within the body size and time limits; 400/413 otherwise."""
-    gw = request.app[GATEWAY]
-    limit = gw.config.server.max_body_bytes
+async def read_body(request: web.Request, server: ServerConfig) -> dict[str, object]:
+    """The request's JSON object, within ``server``'s body size and time limits; 400/413/408 otherwise."""
+    limit = server.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLargeError(f"Request body is larger than the limit of {limit} bytes.")
     try:
         if request.content.is_eof():  # the whole body already arrived with the headers: no timer needed
             raw = await request.read()
         else:
-            async with asyncio.timeout(gw.config.server.body_timeout):
+            async with asyncio.timeout(server.body_timeout):
                 raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLargeError(f"Request body is larger than the limit of {limit} bytes.") from None
@@ -63,32 +66,30 @@ async def read_body(request: web.Request) -> dict[str, object]:
     return body
 
 
-def begin(request: web.Request, body: Mapping[str, object]) -> RequestContext:
-    """Plan the request: the route for the client's model, its arm and attempts."""
-    gw = request.app[GATEWAY]
+def begin(request: web.Request, body: Mapping[str, object], *, rng: random.Random,
+          accounting: Accounting) -> RequestContext:
+    """Plan the request: the route for the client's model, its arm and attempts (404/403 otherwise)."""
     ctx = request[CTX]
     model = require_str(body, "model")
     if not model:
         raise InvalidRequestError("Invalid 'model': empty string.", param="model")
     ctx.client_model = model
     credential = request.get(CREDENTIAL)
-    if credential is not None and not gw.model_allowed(credential, model):
+    if credential is not None and not model_allowed(credential, model):
         raise PermissionDeniedError(f"The credential '{credential.name}' may not use the model '{model}'.",
                                     param="model")
-    policy = gw.config.policy
+    policy = ctx.config.policy
     user = body.get("user")
     route_plan = None
     route = resolve_route(policy, model)
     if route is not None:
         key = sticky_key(route, api_key=ctx.credential, user=user if isinstance(user, str) else None,
                          headers=request.headers)
-        route_plan = plan(policy, model, key=key, roll=gw.rng.random(), shadow_roll=gw.rng.random(), route=route)
+        route_plan = plan(policy, model, key=key, roll=rng.random(), shadow_roll=rng.random(), route=route)
     if route_plan is None:
         raise ModelNotFoundError(model)
     ctx.plan = route_plan
-    if gw.metrics is not None:
-        gw.metrics.request_started(route_plan.route.name)
-        ctx.in_flight = True
+    accounting.started(ctx)
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise InvalidRequestError("Invalid type for 'stream': expected a boolean.", param="stream",
@@ -97,9 +98,10 @@ def begin(request: web.Request, body: Mapping[str, object]) -> RequestContext:
     return ctx
 
 
-def response_headers(request: web.Request, ctx: RequestContext) -> dict[str, str]:
+def response_headers(ctx: RequestContext) -> dict[str, str]:
+    """The request id, and (unless ``server.backend_headers`` is off) the backend, model and route."""
     headers = {"X-Request-ID": ctx.request_id}
-    if request.app[GATEWAY].config.server.backend_headers and ctx.backend:
+    if ctx.config.server.backend_headers and ctx.backend:
         headers["x-gateway-backend"] = ctx.backend
         headers["x-gateway-model"] = ctx.model or ""
         headers["x-gateway-route"] = ctx.route

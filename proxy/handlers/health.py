@@ -1,13 +1,17 @@
-"""Liveness, and the readiness rule that ``/readyz`` (handlers/status.py) applies: both cheap."""
+"""Liveness and readiness: ``/healthz`` (and ``/livez``) and ``/readyz``, both cheap.
+
+Readiness is ``Backends.readiness`` (every required route has a healthy backend) plus warm-up:
+not ready while ``ops.warmup`` models still load.
+"""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from proxy.gateway import Gateway
 from proxy.handlers.common import json_response
+from proxy.keys import BACKENDS, CTX, WARMUP
 
-__all__ = ["healthz", "readiness"]
+__all__ = ["healthz", "readyz"]
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:
@@ -15,19 +19,10 @@ async def healthz(request: web.Request) -> web.StreamResponse:
     return json_response({"status": "ok"})
 
 
-def readiness(gw: Gateway) -> tuple[bool, dict[str, object]]:
-    """Ready when every required route has at least one target with a healthy backend."""
-    routes: dict[str, object] = {}
-    ready = True
-    for route in gw.config.policy.routes:
-        healthy = [
-            name
-            for target in (*route.targets, *route.fallback)
-            for name in target.backends
-            if gw.health.get(name) is not None and gw.health[name].up and not gw.breaker_refuses(name)
-        ]
-        routes[route.name] = {"ready": bool(healthy), "required": route.required, "healthy_backends": healthy}
-        if route.required and not healthy:
-            ready = False
-    return ready, routes
-
+async def readyz(request: web.Request) -> web.StreamResponse:
+    """503 until every required route has a healthy backend and warm-up has finished."""
+    ready, routes = request.app[BACKENDS].readiness(request[CTX].config.policy.routes)
+    pending = request.app[WARMUP].warming()
+    ok = ready and not pending
+    return json_response({"status": "ready" if ok else "not_ready", "routes": routes, "warming": pending},
+                         status=200 if ok else 503)

@@ -1,8 +1,7 @@
-"""``GET /status`` (admin) and ``GET /readyz``: what the gateway knows about its backends right now.
+"""``GET /status`` (admin): what the gateway knows about its backends right now.
 
-``/status`` reads only state the gateway already holds (the background health checks, breakers,
-pulls and warm-up), so it is cheap to poll from the dashboard. ``/readyz`` is the routes' readiness
-from ``handlers.health.readiness`` plus warm-up: not ready while ``ops.warmup`` models still load.
+It reads only state the gateway already holds (the background health checks, breakers, pulls and
+warm-up), so it is cheap to poll from the dashboard.
 """
 
 from __future__ import annotations
@@ -11,19 +10,20 @@ import time
 
 from aiohttp import web
 
-from proxy.gateway import Gateway
+from proxy.backends import Backends
+from proxy.background.pull import Puller
+from proxy.background.warmup import Warmup
+from proxy.config import Config
 from proxy.handlers.common import json_response
-from proxy.handlers.health import readiness
-from proxy.keys import GATEWAY
-from proxy.background.warmup import warming
+from proxy.keys import BACKENDS, CTX, PULLER, WARMUP
 
-__all__ = ["status", "readyz", "status_document"]
+__all__ = ["status", "status_document"]
 
 
-def _backend(gw: Gateway, name: str) -> dict[str, object]:
-    upstream = gw.upstreams[name]
-    health = gw.health.get(name)
-    breaker = gw.breakers.get(name)
+def _backend(backends: Backends, name: str) -> dict[str, object]:
+    upstream = backends.upstreams[name]
+    health = backends.health.get(name)
+    breaker = backends.breakers.get(name)
     return {
         "name": name,
         "type": upstream.kind,
@@ -40,32 +40,23 @@ def _backend(gw: Gateway, name: str) -> dict[str, object]:
     }
 
 
-def status_document(gw: Gateway) -> dict[str, object]:
+def status_document(config: Config, backends: Backends, warmup: Warmup, puller: Puller) -> dict[str, object]:
     """The ``/status`` body: readiness, every backend, pulls and warm-up."""
-    ready, routes = readiness(gw)
-    pending = warming(gw)
+    ready, routes = backends.readiness(config.policy.routes)
+    pending = warmup.warming()
+    auto_pull = config.ops.auto_pull
     return {
         "status": "ready" if ready and not pending else "not_ready",
         "time": time.time(),
         "routes": routes,
         "warming": pending,
-        "warmup": [{"backend": b, "model": m, "state": state} for (b, m), state in gw.warmup.items()],
-        "backends": [_backend(gw, name) for name in gw.upstreams],
-        "pulls": gw.pulls.snapshot(),
-        "auto_pull": {"enabled": gw.config.ops.auto_pull.enabled, "models": list(gw.config.ops.auto_pull.models),
-                      "timeout": gw.config.ops.auto_pull.timeout},
+        "warmup": [{"backend": b, "model": m, "state": state} for (b, m), state in warmup.states.items()],
+        "backends": [_backend(backends, name) for name in backends.upstreams],
+        "pulls": puller.board.snapshot(),
+        "auto_pull": {"enabled": auto_pull.enabled, "models": list(auto_pull.models), "timeout": auto_pull.timeout},
     }
 
 
 async def status(request: web.Request) -> web.StreamResponse:
-    return json_response(status_document(request.app[GATEWAY]))
-
-
-async def readyz(request: web.Request) -> web.StreamResponse:
-    """503 until every required route has a healthy backend and warm-up has finished."""
-    gw = request.app[GATEWAY]
-    ready, routes = readiness(gw)
-    pending = warming(gw)
-    ok = ready and not pending
-    return json_response({"status": "ready" if ok else "not_ready", "routes": routes, "warming": pending},
-                         status=200 if ok else 503)
+    app = request.app
+    return json_response(status_document(request[CTX].config, app[BACKENDS], app[WARMUP], app[PULLER]))

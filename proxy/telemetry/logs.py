@@ -76,11 +76,6 @@ class RequestLog:
         self._clock = clock
         self._second, self._prefix = -1, ""  # formatted-second cache: one strftime per second
 
-    @property
-    def include_prompts(self) -> bool:
-        """Whether ``prompt``/``answer`` fields are written (tell the handlers to skip collecting them)."""
-        return self._include_prompts
-
     def write(self, record: Mapping[str, object]) -> None:
         """Write ``record`` as one line; ``prompt``/``answer`` are dropped unless prompts are enabled."""
         ts = record.get("ts")

@@ -88,7 +88,7 @@ async def test_pull_streams_ndjson_progress_and_installs_the_model(setup, http):
     assert local.fake.bodies("/api/pull") == [{"model": "phi4:14b", "stream": True}]
     assert [e["percent"] for e in events if e["percent"] is not None][:2] == [50.0, 100.0]
     assert events[-1]["state"] == "done" and events[-1]["status"] == "success"
-    assert "phi4:14b" in gateway.gw.health["local"].installed
+    assert "phi4:14b" in gateway.backends.health["local"].installed
 
 
 async def test_a_failed_pull_ends_the_stream_with_an_openai_error_line(setup, http):
@@ -117,7 +117,7 @@ async def test_delete_removes_the_model_and_a_missing_one_is_a_404(setup, http, 
     async with http.request(method, gateway.url + path, json=body, headers=ADMIN) as resp:
         assert resp.status == 200 and (await resp.json())["deleted"] is True
     assert local.fake.bodies("/api/delete") == [{"model": "qwen2.5:7b"}]
-    assert "qwen2.5:7b" not in local.fake.models and "qwen2.5:7b" not in gateway.gw.health["local"].installed
+    assert "qwen2.5:7b" not in local.fake.models and "qwen2.5:7b" not in gateway.backends.health["local"].installed
     async with http.request(method, gateway.url + path, json=body, headers=ADMIN) as resp:
         assert resp.status == 404
         assert (await resp.json())["error"]["code"] == "model_not_found"

@@ -34,7 +34,7 @@ def samples(text: str) -> dict[str, float]:
 
 
 def scrape(gw: Any) -> dict[str, float]:
-    return samples(generate_latest(gw.gw.metrics.registry).decode())
+    return samples(generate_latest(gw.metrics.registry).decode())
 
 
 async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -225,7 +225,7 @@ async def test_unknown_model_names_do_not_become_labels(fake_ollama, start_gatew
         answer = await client.chat.completions.create(model=name, messages=HI)
     assert answer.choices[0].message.content == "hi"
     assert fake_ollama.fake.bodies("/api/chat")[0]["model"] == name  # passed through to Ollama as is
-    text = generate_latest(gw.gw.metrics.registry).decode()
+    text = generate_latest(gw.metrics.registry).decode()
     assert name not in text
     s = samples(text)
     assert s[series("proxy_requests_total", route="default", model="other", backend="local", outcome="ok",

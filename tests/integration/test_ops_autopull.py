@@ -97,7 +97,7 @@ async def test_a_slow_pull_times_out_and_the_route_falls_back(start_fake, start_
     assert time.monotonic() - started < 5
     assert [a.choices[0].message.content for a in answers] == ["Hello world"] * 10
     assert len(local.fake.bodies("/api/pull")) == 1
-    assert gateway.gw.pulls.snapshot()[0]["state"] == "pulling"
+    assert gateway.puller.board.snapshot()[0]["state"] == "pulling"
 
 
 async def test_a_slow_pull_without_fallback_answers_404_with_the_reason(start_fake, start_gateway):

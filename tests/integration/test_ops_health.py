@@ -62,20 +62,20 @@ async def test_readiness_flips_when_a_backend_dies_and_comes_back(start_fake, st
     """/readyz is 200 while a required route has a healthy backend, 503 once both of its backends are down."""
     one, two = await start_fake(), await start_fake()
     gateway = await start_gateway(_two_backends(one.url, two.url))
-    await check_all(gateway.gw)
+    await check_all(gateway.backends)
     status, body = await _get(gateway.url + "/readyz")
     assert status == 200 and body["status"] == "ready" and body["warming"] == []
     one.fake.down = True
-    await check_all(gateway.gw)
+    await check_all(gateway.backends)
     status, body = await _get(gateway.url + "/readyz")
     assert status == 200, "gpu2 still serves the chat route as its fallback"
     two.fake.down = True
-    await check_all(gateway.gw)
+    await check_all(gateway.backends)
     status, body = await _get(gateway.url + "/readyz")
     assert status == 503 and body["status"] == "not_ready"
     assert body["routes"]["chat"]["ready"] is False
     one.fake.down = two.fake.down = False
-    await check_all(gateway.gw)
+    await check_all(gateway.backends)
     assert (await _get(gateway.url + "/readyz"))[0] == 200
 
 
@@ -85,7 +85,7 @@ async def test_status_reports_each_backend_health_circuit_version_and_models(sta
     two = await start_fake()
     two.fake.down = True
     gateway = await start_gateway(_two_backends(one.url, two.url))
-    await check_all(gateway.gw)
+    await check_all(gateway.backends)
     status, _ = await _get(gateway.url + "/status")
     assert status == 401
     status, body = await _get(gateway.url + "/status", headers=ADMIN)

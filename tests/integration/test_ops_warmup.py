@@ -35,13 +35,13 @@ async def test_warmup_sends_a_load_request_per_model(start_fake, start_gateway):
     local = await start_fake(models=["llama3.2:latest", "nomic-embed-text:latest"])
     gateway = await start_gateway(_config(local.url, [{"backend": "local", "model": "llama3.2:latest"},
                                                       "nomic-embed-text:latest"], warmup_keep_alive="30m"))
-    await check_all(gateway.gw)
+    await check_all(gateway.backends)
     await _until_ready(gateway.url)
     assert local.fake.bodies("/api/generate") == [
         {"model": "llama3.2:latest", "keep_alive": "30m"},
         {"model": "nomic-embed-text:latest", "keep_alive": "30m"},
     ]
-    assert gateway.gw.warmup == {("local", "llama3.2:latest"): "ready", ("local", "nomic-embed-text:latest"): "ready"}
+    assert gateway.warmup.states == {("local", "llama3.2:latest"): "ready", ("local", "nomic-embed-text:latest"): "ready"}
 
 
 async def test_readiness_waits_for_warmup_while_the_gateway_serves(start_fake, start_gateway):
@@ -49,7 +49,7 @@ async def test_readiness_waits_for_warmup_while_the_gateway_serves(start_fake, s
     local = await start_fake(models=["llama3.2:latest"])
     local.fake.script("/api/generate", slow(1.0))
     gateway = await start_gateway(_config(local.url, [{"backend": "local", "model": "llama3.2:latest"}]))
-    await check_all(gateway.gw)
+    await check_all(gateway.backends)
     status, body = await _readyz(gateway.url)
     assert status == 503 and body["warming"] == ["local/llama3.2:latest"]
     async with gateway.client() as client:
@@ -63,9 +63,9 @@ async def test_a_failed_warmup_does_not_block_readiness(start_fake, start_gatewa
     """A warm-up model the backend lacks fails (logged, in /status) and readiness still turns green."""
     local = await start_fake(models=["llama3.2:latest"])
     gateway = await start_gateway(_config(local.url, [{"backend": "local", "model": "ghost:1b"}]))
-    await check_all(gateway.gw)
+    await check_all(gateway.backends)
     await _until_ready(gateway.url)
-    state = gateway.gw.warmup[("local", "ghost:1b")]
+    state = gateway.warmup.states[("local", "ghost:1b")]
     assert state.startswith("failed") and "not found" in state
 
 
@@ -74,8 +74,8 @@ async def test_a_missing_warmup_model_is_pulled_first_when_auto_pull_allows(star
     local = await start_fake(models=[])
     gateway = await start_gateway(_config(local.url, [{"backend": "local", "model": "qwen2.5:0.5b"}],
                                           auto_pull={"enabled": True, "models": ["qwen*"]}))
-    await check_all(gateway.gw)
+    await check_all(gateway.backends)
     await _until_ready(gateway.url)
     assert local.fake.bodies("/api/pull") == [{"model": "qwen2.5:0.5b", "stream": True}]
     assert len(local.fake.bodies("/api/generate")) == 2
-    assert gateway.gw.warmup[("local", "qwen2.5:0.5b")] == "ready"
+    assert gateway.warmup.states[("local", "qwen2.5:0.5b")] == "ready"

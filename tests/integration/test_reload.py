@@ -20,7 +20,7 @@ from aiohttp import web
 
 from proxy.app import create_app
 from proxy.config import load_config
-from proxy.keys import GATEWAY
+from proxy.keys import BACKENDS, CONFIG, TASKS
 from proxy.background.reload import reload_config
 from proxy.server import start_site
 from tests.fakes import ollama as o
@@ -70,7 +70,7 @@ async def _served_by(url: str) -> str:
 
 async def _drained(app: web.Application) -> None:
     async with asyncio.timeout(5):
-        while any(t.get_name() == "reload-drain" for t in app[GATEWAY].background):
+        while any(t.get_name() == "reload-drain" for t in app[TASKS].running):
             await asyncio.sleep(0.05)
 
 
@@ -79,7 +79,7 @@ async def test_valid_reload_switches_routes_and_closes_old_sessions(start_fake, 
     a, b = await start_fake(), await start_fake()
     app, url, path = await serve_file(_config("a", a.url, b.url))
     assert await _served_by(url) == "a"
-    old = dict(app[GATEWAY].upstreams)
+    old = dict(app[BACKENDS].upstreams)
     path.write_text(yaml.safe_dump(_config("b", a.url, b.url)))
     assert await reload_config(app, {}) is True
     assert await _served_by(url) == "b"
@@ -98,12 +98,12 @@ async def test_invalid_file_keeps_the_running_config(start_fake, serve_file, cap
     """A file that does not parse, or whose backends cannot be opened, is logged and ignored."""
     a = await start_fake()
     app, url, path = await serve_file(_config("a", a.url))
-    before = app[GATEWAY].config
+    before = app[CONFIG].current
     path.write_text(text)
     with caplog.at_level(logging.ERROR, logger="proxy.background.reload"):
         assert await reload_config(app, {}) is False
     assert where in caplog.text
-    assert app[GATEWAY].config is before
+    assert app[CONFIG].current is before
     assert await _served_by(url) == "a"
 
 
@@ -115,7 +115,7 @@ async def test_stream_in_flight_during_reload_completes(start_fake, serve_file):
     async with _client(url) as client:
         stream = await client.chat.completions.create(model="llama3.2", messages=HI, stream=True)
         pieces = [(await anext(stream)).choices[0].delta.content or ""]
-        old = dict(app[GATEWAY].upstreams)
+        old = dict(app[BACKENDS].upstreams)
         path.write_text(yaml.safe_dump(_config("b", a.url, b.url)))
         assert await reload_config(app, {}) is True
         assert await _served_by(url) == "b"

@@ -33,7 +33,7 @@ async def test_breaker_skips_a_dead_backend_until_cooldown(start_fake, start_gat
         served.append(await _chat_backend(client))
     assert served == ["backup"] * 6
     assert len(dead.fake.bodies("/api/chat")) == 3  # the one half-open probe after the cooldown
-    assert gw.gw.breakers["dead"].state == "open"
+    assert gw.backends.breakers["dead"].state == "open"
 
 
 async def test_prefers_the_backend_with_the_model_loaded(start_fake, start_gateway):
@@ -41,7 +41,7 @@ async def test_prefers_the_backend_with_the_model_loaded(start_fake, start_gatew
     cold, warm = await start_fake(), await start_fake(running=["llama3.2:latest"])
     route = {"targets": [{"backend": ["cold", "warm"]}]}
     gw = await start_gateway(routed([backend("cold", cold.url), backend("warm", warm.url)], route))
-    await check_all(gw.gw)
+    await check_all(gw.backends)
     async with gw.client() as client:
         served = [await _chat_backend(client) for _ in range(3)]
     assert served == ["warm"] * 3
@@ -53,7 +53,7 @@ async def test_pool_without_loaded_model_uses_the_first_idle_backend(start_fake,
     a, b = await start_fake(), await start_fake()
     gw = await start_gateway(routed([backend("a", a.url), backend("b", b.url)],
                                     {"targets": [{"backend": ["a", "b"]}]}))
-    await check_all(gw.gw)
+    await check_all(gw.backends)
     async with gw.client() as client:
         assert await _chat_backend(client) == "a"
 

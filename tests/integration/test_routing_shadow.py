@@ -24,12 +24,12 @@ def _shadowed(primary_url: str, shadow: dict[str, object], *, shadow_timeouts: d
 async def _shadows_done(gw) -> None:
     """Wait (bounded) until no shadow task is left in the gateway's background set."""
     async with asyncio.timeout(5):
-        while any(task.get_name() == "shadow" for task in gw.gw.background):
+        while any(task.get_name() == "shadow" for task in gw.tasks.running):
             await asyncio.sleep(0.02)
 
 
 def _metric(gw, line_start: str) -> float:
-    body = gw.gw.metrics.render()[0].decode()
+    body = gw.metrics.render()[0].decode()
     return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines() if line.startswith(line_start))
 
 
@@ -63,12 +63,12 @@ async def test_hanging_shadow_neither_slows_nor_fails_the_primary(start_fake, st
     async with gw.client() as client:
         answer = await client.chat.completions.create(model="llama3.2", messages=HI)
     # the client has its answer while the shadow is still waiting on its 2 s timeout
-    assert any(task.get_name() == "shadow" and not task.done() for task in gw.gw.background)
+    assert any(task.get_name() == "shadow" and not task.done() for task in gw.tasks.running)
     assert answer.choices[0].message.content == "Hello world"
     await _shadows_done(gw)
     assert _metric(gw, 'proxy_shadow_requests_total{backend="candidate",outcome="timeout"') == 1
-    assert gw.gw.upstreams["candidate"].outstanding == 0
-    assert gw.gw.breakers["candidate"].consecutive == 0  # shadows do not feed the breaker
+    assert gw.backends.upstreams["candidate"].outstanding == 0
+    assert gw.backends.breakers["candidate"].consecutive == 0  # shadows do not feed the breaker
 
 
 async def test_failing_shadow_is_recorded_not_returned(start_fake, start_openai, start_gateway):  # noqa: F811

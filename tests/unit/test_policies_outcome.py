@@ -39,7 +39,7 @@ def test_table_covers_every_outcome() -> None:
 def test_outcome_truth_table(outcome: Outcome, row: tuple[bool, bool, bool]) -> None:
     """Each outcome falls back, trips breakers and retries exactly as the table says."""
     falls_back, failure, retryable = row
-    assert should_fall_back(outcome, DEFAULT) is falls_back
+    assert should_fall_back(outcome, DEFAULT.fallback_on) is falls_back
     assert (outcome in DEFAULT_FALLBACK_ON) is falls_back
     assert counts_as_failure(outcome) is failure
     assert (outcome in RETRYABLE) is retryable
@@ -48,7 +48,7 @@ def test_outcome_truth_table(outcome: Outcome, row: tuple[bool, bool, bool]) -> 
 @pytest.mark.parametrize("outcome", list(Outcome))
 def test_route_fallback_on_overrides_the_default(outcome: Outcome) -> None:
     """A route's own fallback_on is the whole rule: only the listed outcomes fall back."""
-    assert should_fall_back(outcome, ONLY_CONNECT) is (outcome is O.CONNECT)
+    assert should_fall_back(outcome, ONLY_CONNECT.fallback_on) is (outcome is O.CONNECT)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,107 @@
+"""Finishing a request: its metrics, its request-log line, and the bounded model label both use.
+
+``Accounting.finish(ctx)`` is called once per request by the middleware, whatever the request's
+fate. Labels are bounded: a model label is a configured route name or alias, or a model some
+backend has installed, otherwise ``other`` (client input never becomes a label by itself).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from policies.plan import is_glob
+from proxy.backends import Backends
+from proxy.config import Config
+from proxy.context import RequestContext
+
+if TYPE_CHECKING:
+    from proxy.telemetry.logs import RequestLog
+    from proxy.telemetry.metrics import Metrics
+
+__all__ = ["Accounting"]
+
+_QUIET_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/metrics"})
+
+
+class Accounting:
+    """Metrics and the request log for finished requests; either may be absent (switched off)."""
+
+    def __init__(self, config: Config, backends: Backends, metrics: Metrics | None) -> None:
+        self.backends = backends
+        self.metrics = metrics
+        self.request_log: RequestLog | None = None  # opened by the app's lifecycle when configured
+        self.configure(config)
+
+    def configure(self, config: Config) -> None:
+        """Adopt a (re)loaded config: the exact model names that may be labels, cloud prices."""
+        self.prices = config.metrics.cloud_prices
+        self.exact_models = frozenset(
+            name for route in config.policy.routes for name in route.models if not is_glob(name))
+
+    def started(self, ctx: RequestContext) -> None:
+        """The request was planned onto a route: count it in flight until ``finish``."""
+        if self.metrics is not None and ctx.plan is not None:
+            self.metrics.request_started(ctx.plan.route.name)
+            ctx.in_flight = True
+
+    def model_label(self, model: str) -> str:
+        """A bounded metric label: a configured or installed model name, never raw client input."""
+        if model in self.exact_models or self.backends.installed(model):
+            return model
+        return "other"
+
+    def finish(self, ctx: RequestContext) -> None:
+        """Record one finished request in metrics and the request log."""
+        duration = time.perf_counter() - ctx.started
+        metrics = self.metrics
+        if ctx.in_flight and metrics is not None:
+            ctx.in_flight = False
+            metrics.request_finished(ctx.route)
+        if ctx.endpoint in _QUIET_PATHS:
+            return  # probes and scrapes would drown the request log
+        if metrics is not None and ctx.plan is None:
+            if ctx.endpoint.startswith("/v1/"):  # rejected before routing: bad request, auth, unknown model
+                metrics.observe_request("-", "-", "-", ctx.outcome, ctx.status, duration=duration,
+                                        upstream_wait=0.0)
+        elif metrics is not None and ctx.plan is not None:
+            backend = ctx.backend or "-"
+            upstream = self.backends.upstreams.get(backend)
+            price = None
+            if upstream is not None and upstream.kind == "ollama":
+                price = self.prices.get(ctx.client_model) or self.prices.get(ctx.route)
+            timings = ctx.timings if ctx.timings and "load_duration" in ctx.timings else None
+            metrics.observe_request(
+                ctx.route, self.model_label(ctx.client_model), backend, ctx.outcome, ctx.status, duration=duration,
+                upstream_wait=ctx.upstream_wait, ttft=ctx.ttft, prompt_tokens=ctx.prompt_tokens,
+                completion_tokens=ctx.completion_tokens, ollama_timings=timings,  # type: ignore[arg-type]
+                cloud_price=price)
+            metrics.split_arm(ctx.route, ctx.plan.attempts[0].target.label())
+            for failed, reason, to in ctx.fallbacks:
+                metrics.fallback(ctx.route, failed, to, reason)
+        if self.request_log is not None:
+            self.request_log.write(_log_record(ctx, duration))
+
+
+def _log_record(ctx: RequestContext, duration: float) -> dict[str, object]:
+    t = ctx.timings or {}
+    record: dict[str, object] = {
+        "request_id": ctx.request_id, "credential": ctx.credential, "path": ctx.endpoint,
+        "route": ctx.route if ctx.plan else None, "model": ctx.client_model or None,
+        "backend": ctx.backend, "backend_model": ctx.model, "status": ctx.status, "outcome": ctx.outcome,
+        "stream": ctx.stream, "fallback_path": ctx.path, "total_ms": round(duration * 1000, 2),
+        "upstream_ms": round(ctx.upstream_wait * 1000, 2),
+        "ttft_ms": round(ctx.ttft * 1000, 2) if ctx.ttft is not None else None,
+        "prompt_tokens": ctx.prompt_tokens, "completion_tokens": ctx.completion_tokens,
+    }
+    for key in ("load_duration", "prompt_eval_duration", "eval_duration"):
+        value = t.get(key)
+        if isinstance(value, (int, float)):
+            record[key.replace("_duration", "_ms")] = round(value / 1e6, 2)
+    eval_ns = t.get("eval_duration")
+    if isinstance(eval_ns, (int, float)) and eval_ns > 0 and ctx.completion_tokens:
+        record["tokens_per_s"] = round(ctx.completion_tokens / (eval_ns / 1e9), 1)
+    if ctx.prompt_text is not None:
+        record["prompt"] = ctx.prompt_text
+        record["answer"] = ctx.answer_text
+    return record

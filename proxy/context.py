@@ -1,0 +1,49 @@
+"""The state of one request: ``RequestContext``, created by the middleware, read by everyone after.
+
+The handler plans it (route, attempts), the router records the attempts made, the relay marks the
+first byte (``committed``, ``ttft``), and accounting reads it at the end for metrics and the request
+log. It holds plain values only: no framework object, no owner.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from policies.model import Plan
+from proxy.config import Config
+
+__all__ = ["RequestContext"]
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """Everything known about one request, for routing, headers, metrics and the request log."""
+
+    request_id: str
+    endpoint: str
+    config: Config  # the config this request runs under (a reload does not change it mid-request)
+    client_model: str = ""
+    credential: str | None = None
+    plan: Plan | None = None
+    started: float = field(default_factory=time.perf_counter)
+    stream: bool = False
+    committed: bool = False  # the first byte went to the client: no more fallback
+    in_flight: bool = False  # counted in the in-flight gauge (released by Accounting.finish)
+    backend: str | None = None
+    model: str | None = None  # the model name on the backend that served it
+    path: list[str] = field(default_factory=list)  # "backend:model" per attempt made
+    fallbacks: list[tuple[str, str, str]] = field(default_factory=list)  # (failed, outcome, to backend or "-")
+    outcome: str = "ok"
+    status: int = 200
+    upstream_wait: float = 0.0  # seconds blocked on backends (total minus this = gateway overhead)
+    ttft: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    timings: dict[str, object] | None = None  # Ollama's final-chunk durations (ns)
+    prompt_text: str | None = None
+    answer_text: str | None = None
+
+    @property
+    def route(self) -> str:
+        return self.plan.route.name if self.plan else "-"
