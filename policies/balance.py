@@ -10,18 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 
-__all__ = ["choose_backend", "same_model"]
+__all__ = ["choose_backend"]
 
 _LATEST = ":latest"
 
 
 def _base(model: str) -> str:
     return model[: -len(_LATEST)] if model.endswith(_LATEST) else model
-
-
-def same_model(a: str, b: str) -> bool:
-    """Return True when two Ollama model names mean the same model (``name`` is ``name:latest``)."""
-    return _base(a) == _base(b)
 
 
 def choose_backend(

@@ -73,7 +73,7 @@ __all__ = ["create_app"]
 log = logging.getLogger("proxy.app")
 
 
-async def metrics_endpoint(request: web.Request) -> web.StreamResponse:
+async def _metrics_endpoint(request: web.Request) -> web.StreamResponse:
     metrics = request.app.get(METRICS)
     if metrics is None:
         raise web.HTTPNotFound()
@@ -165,7 +165,7 @@ def create_app(config: Config, *, rng: random.Random | None = None, health_check
     r.add_get("/healthz", healthz)
     r.add_get("/livez", healthz)
     r.add_get("/readyz", readyz)
-    r.add_get("/metrics", metrics_endpoint)
+    r.add_get("/metrics", _metrics_endpoint)
     r.add_get("/status", status)
     r.add_get("/admin/models", admin_models)
     r.add_delete("/admin/models", delete_model)

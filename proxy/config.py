@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 DEFAULT_OLLAMA_URL = "http://localhost:11434"
-MiB = 1024 * 1024
+_MIB = 1024 * 1024
 
 
 class ConfigError(SchemaError):
@@ -79,7 +79,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
-    max_body_bytes: int = 20 * MiB
+    max_body_bytes: int = 20 * _MIB
     header_timeout: float = 10.0  # a new connection must send its request headers within this
     body_timeout: float = 60.0  # a client must send its whole body within this
     keepalive_timeout: float = 75.0
@@ -215,12 +215,12 @@ def _backends(root: Section, environ: Mapping[str, str]) -> tuple[BackendConfig,
 
 def _server(s: Section) -> ServerConfig:
     d = ServerConfig()
-    max_body_mb = s.number("max_body_mb", d.max_body_bytes / MiB, minimum=0, exclusive_minimum=True)
+    max_body_mb = s.number("max_body_mb", d.max_body_bytes / _MIB, minimum=0, exclusive_minimum=True)
     server = ServerConfig(
         host=s.str("host", d.host),
         port=s.number("port", d.port, minimum=0, maximum=65535, integer=True),
         workers=s.number("workers", d.workers, minimum=1, maximum=256, integer=True),
-        max_body_bytes=int((max_body_mb or 20) * MiB),
+        max_body_bytes=int((max_body_mb or 20) * _MIB),
         header_timeout=s.number("header_timeout", d.header_timeout, minimum=0, exclusive_minimum=True),
         body_timeout=s.number("body_timeout", d.body_timeout, minimum=0, exclusive_minimum=True),
         keepalive_timeout=s.number("keepalive_timeout", d.keepalive_timeout, minimum=0, exclusive_minimum=True),

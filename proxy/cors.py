@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
-__all__ = ["ALLOWED_HEADERS", "EXPOSED_HEADERS", "allowed_origin", "install_cors", "preflight_headers"]
+__all__ = ["ALLOWED_HEADERS", "EXPOSED_HEADERS", "Handler", "allowed_origin", "install_cors", "preflight_headers"]
 
 # What the OpenAI SDKs send (openai-node in a browser with dangerouslyAllowBrowser): auth, JSON,
 # the x-stainless-* telemetry family (matched by prefix), and the optional OpenAI-* headers.

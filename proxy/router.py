@@ -27,7 +27,7 @@ from proxy.upstream.backend import Upstream
 __all__ = ["Router"]
 
 log = logging.getLogger("proxy.router")
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 
 def _retry_after(exc: ProxyError) -> float | None:
@@ -45,7 +45,7 @@ class Router:
                  on_retry: Callable[[str, str, str], None] | None = None) -> None:
         self.backends, self.puller, self.rng, self.on_retry = backends, puller, rng, on_retry
 
-    async def run(self, ctx: RequestContext, call: Callable[[Attempt, Upstream], Awaitable[T]]) -> T:
+    async def run(self, ctx: RequestContext, call: Callable[[Attempt, Upstream], Awaitable[_T]]) -> _T:
         """Try ``ctx.plan``'s attempts in order with ``call`` until one succeeds or none may follow."""
         assert ctx.plan is not None
         route = ctx.plan.route

@@ -25,7 +25,7 @@ from proxy.errors import ProxyError
 from proxy.background.pull import stream_pull
 from proxy.upstream.backend import Upstream, close_upstreams, open_upstreams
 
-__all__ = ["main", "needed_models", "run_checks"]
+__all__ = ["BackendReport", "ModelReport", "main", "needed_models", "run_checks"]
 
 _TIMEOUT = 10.0
 _BAR = 30

@@ -32,7 +32,7 @@ from proxy.upstream.backend import Upstream
 __all__ = ["PullBoard", "PullProgress", "AutoPull", "Puller", "stream_pull"]
 
 log = logging.getLogger("proxy.background.pull")
-Key = tuple[str, str]  # (backend, model)
+_Key = tuple[str, str]  # (backend, model)
 _RECENT = 10.0  # a pull that ended this recently answers late waiters without a new pull
 _KEEP = 20  # finished pulls kept for /status and the dashboard
 
@@ -79,15 +79,15 @@ class PullBoard:
     """The pulls of one gateway: tasks in flight, recent progress, and watchers' queues."""
 
     def __init__(self) -> None:
-        self.tasks: dict[Key, asyncio.Task[None]] = {}
-        self.progress: dict[Key, PullProgress] = {}
-        self.watchers: dict[Key, set[asyncio.Queue[dict[str, object] | None]]] = {}
+        self.tasks: dict[_Key, asyncio.Task[None]] = {}
+        self.progress: dict[_Key, PullProgress] = {}
+        self.watchers: dict[_Key, set[asyncio.Queue[dict[str, object] | None]]] = {}
 
     def snapshot(self) -> list[dict[str, object]]:
         """Every pull in flight or recently finished, newest first."""
         return [p.as_dict() for p in sorted(self.progress.values(), key=lambda p: -p.started_at)]
 
-    def publish(self, key: Key, event: dict[str, object] | None) -> None:
+    def publish(self, key: _Key, event: dict[str, object] | None) -> None:
         """Hand a progress event (``None``: the pull ended) to everyone watching ``key``."""
         for queue in self.watchers.get(key, ()):
             queue.put_nowait(event)

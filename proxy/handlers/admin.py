@@ -31,7 +31,7 @@ from proxy.upstream.backend import Upstream
 __all__ = ["admin_models", "pull_model", "delete_model", "warm_model", "admin_stats", "dashboard",
            "dashboard_asset"]
 
-STATIC = Path(__file__).resolve().parent.parent / "static"
+_STATIC = Path(__file__).resolve().parent.parent / "static"
 _ASSETS = {"app.js": "text/javascript", "style.css": "text/css", "favicon.svg": "image/svg+xml"}
 _PAGE_HEADERS = {
     "Cache-Control": "no-cache",
@@ -160,7 +160,7 @@ async def admin_stats(request: web.Request) -> web.StreamResponse:
 async def dashboard(request: web.Request) -> web.StreamResponse:
     if not request.path.endswith("/"):
         raise web.HTTPFound("dashboard/")  # relative links and Location: works behind a path prefix
-    return web.Response(body=(STATIC / "dashboard.html").read_bytes(), content_type="text/html",
+    return web.Response(body=(_STATIC / "dashboard.html").read_bytes(), content_type="text/html",
                         charset="utf-8", headers=_PAGE_HEADERS)
 
 
@@ -169,4 +169,4 @@ async def dashboard_asset(request: web.Request) -> web.StreamResponse:
     content_type = _ASSETS.get(name)
     if content_type is None:
         raise NotFoundError(f"Unknown path: {request.method} {request.path}")
-    return web.Response(body=(STATIC / name).read_bytes(), content_type=content_type, headers=_PAGE_HEADERS)
+    return web.Response(body=(_STATIC / name).read_bytes(), content_type=content_type, headers=_PAGE_HEADERS)

@@ -28,7 +28,7 @@ from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 import orjson
 
-__all__ = ["RequestLog", "configure_logging", "redact_url"]
+__all__ = ["LogFormat", "RequestLog", "configure_logging", "redact_url"]
 
 LogFormat = Literal["json", "text"]
 _PRIVATE = frozenset({"prompt", "answer"})
