@@ -1,0 +1,339 @@
+"""Anthropic Messages answers: Ollama ``/api/chat`` answers -> a ``message`` object or SSE events, and errors.
+
+Pure; ids come in as arguments. The public names are re-exported by ``proxy.translate.anthropic``,
+which documents the whole API; this module owns the answer side of it.
+
+- ``ollama_chat_to_anthropic(native, *, message_id, model, plan)``: a non-streamed answer. Content
+  is ``[thinking (signature ""), text, tool_use...]``; tool ids are ``toolu_<message id>_<n>``.
+- ``MessagesStream(message_id=, model=, plan=, input_tokens=0)``: fed parsed NDJSON objects one
+  at a time, ``feed(obj)`` returns the SSE bytes to send now. Events, each with its ``event:``
+  line: ``message_start`` (usage.input_tokens = the ``input_tokens`` given, an estimate or 0:
+  Ollama reports the real count only at the end) and ``ping`` with the first object; per block
+  ``content_block_start`` / ``content_block_delta`` / ``content_block_stop`` with indexes 0, 1, ...;
+  ``message_delta`` (stop_reason, usage with the real ``input_tokens`` and ``output_tokens``, which
+  anthropic-python writes over the start's) and ``message_stop`` on the done object. Text and
+  thinking are sent token by token. Thinking blocks end with an empty ``signature_delta``. Ollama
+  sends whole tool calls, so each becomes one ``input_json_delta``; a *forced* call's arguments
+  are streamed as they are generated. Like ``ChatStream`` it exposes ``has_output`` (real output
+  or the end was produced: the relay may commit), ``final`` (the done object), ``usage`` (with the
+  relay's ``prompt_tokens`` / ``completion_tokens`` names), ``keep_text`` and ``text_parts``.
+- ``anthropic_error_event(exc)``: the ``event: error`` that ends a stream after its first byte.
+- ``anthropic_error_type`` / ``anthropic_error_body`` / ``render_anthropic_error``: the error tree
+  in Anthropic's shape, ``{"type": "error", "error": {"type", "message"}}``.
+
+``stop_reason``: ``max_tokens`` when Ollama says ``length`` (it wins), ``tool_use`` with calls,
+else ``end_turn``. ``stop_sequence`` is never reported: Ollama gives the same ``done_reason:
+"stop"`` for an end of turn and a matched stop sequence, and cuts the sequence from the text, so
+the two cannot be told apart. Usage: ``input_tokens`` = ``prompt_eval_count``, ``output_tokens`` =
+``eval_count``, cache counts 0. A forced call whose JSON was cut short comes back as a text block
+when whole; streamed, its input was already sent as a ``tool_use`` block, which it stays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from proxy.errors import PassthroughError, ProxyError, error_body, render_error
+from proxy.jsonio import JSONDecodeError, dumps, loads
+from proxy.translate.chat import usage_from_ollama
+from proxy.translate.tools import ForcedTool
+
+__all__ = [
+    "AnswerPlan",
+    "MessagesStream",
+    "ollama_chat_to_anthropic",
+    "stop_reason",
+    "anthropic_usage",
+    "tool_use_id",
+    "anthropic_error_type",
+    "anthropic_error_body",
+    "anthropic_error_event",
+    "render_anthropic_error",
+]
+
+_PING = b'event: ping\ndata: {"type":"ping"}\n\n'
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnswerPlan:
+    """What the answer translators must know about the request."""
+
+    forced: ForcedTool | None = None  # tool_choice any/tool: the content is that tool's input
+    single_tool_use: bool = False  # tool_choice.disable_parallel_tool_use
+    show_thinking: bool = True  # thinking.display != "omitted"
+
+
+def tool_use_id(message_id: str, n: int) -> str:
+    """The id of the ``n``-th tool_use block of a message: unique when message ids are."""
+    return f"toolu_{message_id.removeprefix('msg_')}_{n}"
+
+
+def stop_reason(done_reason: object, had_tool_use: bool) -> str:
+    """Anthropic's stop_reason: ``max_tokens`` wins, tool calls give ``tool_use``, else ``end_turn``."""
+    if done_reason == "length":
+        return "max_tokens"
+    return "tool_use" if had_tool_use else "end_turn"
+
+
+def _count(native: Mapping[str, object], key: str) -> int:
+    value = native.get(key)
+    return value if isinstance(value, int) else 0
+
+
+def anthropic_usage(native: Mapping[str, object]) -> dict[str, int]:
+    return {"input_tokens": _count(native, "prompt_eval_count"), "output_tokens": _count(native, "eval_count"),
+            "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+
+
+def _arguments(function: Mapping[str, object]) -> Mapping[str, object]:
+    args = function.get("arguments", {})
+    if isinstance(args, str):  # Ollama sends a mapping; tolerate an OpenAI-style JSON string
+        try:
+            args = loads(args) if args.strip() else {}
+        except JSONDecodeError:
+            args = {}
+    return args if isinstance(args, Mapping) else {}
+
+
+def _functions(calls: object) -> list[Mapping[str, object]]:
+    items = calls if isinstance(calls, list) else []
+    return [c["function"] for c in items if isinstance(c, Mapping) and isinstance(c.get("function"), Mapping)]
+
+
+def ollama_chat_to_anthropic(
+    native: Mapping[str, object],
+    *,
+    message_id: str,
+    model: str,
+    plan: AnswerPlan = AnswerPlan(),
+) -> dict[str, object]:
+    """A non-streamed ``/api/chat`` answer as an Anthropic ``message`` for the client's ``model``."""
+    message = native.get("message")
+    if not isinstance(message, Mapping):
+        message = {}
+    content: list[dict[str, object]] = []
+    thinking = message.get("thinking")
+    if isinstance(thinking, str) and thinking:
+        content.append({"type": "thinking", "thinking": thinking if plan.show_thinking else "", "signature": ""})
+    text = message.get("content")
+    text = text if isinstance(text, str) else ""
+    uses: list[dict[str, object]] = []
+    if plan.forced is not None:
+        call = plan.forced.call_of(text) if text.strip() else None
+        if call is not None and call.complete:
+            uses.append({"type": "tool_use", "id": tool_use_id(message_id, 0), "name": call.name,
+                         "input": loads(call.arguments)})
+        elif text:
+            content.append({"type": "text", "text": text})  # cut short: not a whole tool input
+    else:
+        if text:
+            content.append({"type": "text", "text": text})
+        for function in _functions(message.get("tool_calls")):
+            uses.append({"type": "tool_use", "id": tool_use_id(message_id, len(uses)),
+                         "name": str(function.get("name", "")), "input": _arguments(function)})
+        if plan.single_tool_use:
+            uses = uses[:1]
+    content.extend(uses)
+    return {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop_reason(native.get("done_reason"), bool(uses)),
+        "stop_sequence": None,
+        "usage": anthropic_usage(native),
+    }
+
+
+def _event(kind: str, payload: Mapping[str, object]) -> bytes:
+    return b"event: " + kind.encode() + b"\ndata: " + dumps(payload) + b"\n\n"
+
+
+class MessagesStream:
+    """Translates ``/api/chat`` stream objects into Anthropic Messages SSE events."""
+
+    def __init__(self, *, message_id: str, model: str, plan: AnswerPlan = AnswerPlan(), input_tokens: int = 0) -> None:
+        self.has_output = False  # True once a block (or the end) was produced: the relay may commit
+        self.final: Mapping[str, object] | None = None  # the native done object: timings and counts
+        self.keep_text = False
+        self.text_parts: list[str] = []  # kept only when the caller asks (debug prompt logging)
+        self._message_id = message_id
+        self._plan = plan
+        self._start_event = _event("message_start", {"type": "message_start", "message": {
+            "id": message_id, "type": "message", "role": "assistant", "model": model, "content": [],
+            "stop_reason": None, "stop_sequence": None,
+            "usage": {"input_tokens": input_tokens, "output_tokens": 0,
+                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
+        }}) + _PING
+        self._started = False
+        self._index = -1
+        self._open: str | None = None  # type of the open block: text, thinking or tool_use
+        self._uses = 0
+        self._reader = plan.forced.reader() if plan.forced is not None else None
+        self._sent = 0  # characters of forced-call arguments sent
+        self._text_head = b""  # the frame of a text delta in the open text block, around the JSON string
+
+    @property
+    def usage(self) -> dict[str, int]:
+        return usage_from_ollama(self.final or {})
+
+    def _start(self, block: Mapping[str, object]) -> bytes:
+        out = self._stop()
+        self._index += 1
+        self._open = str(block["type"])
+        return out + _event("content_block_start", {"type": "content_block_start", "index": self._index,
+                                                    "content_block": block})
+
+    def _delta(self, delta: Mapping[str, object]) -> bytes:
+        return _event("content_block_delta", {"type": "content_block_delta", "index": self._index, "delta": delta})
+
+    def _stop(self) -> bytes:
+        if self._open is None:
+            return b""
+        # Anthropic closes a thinking block with its signature; there is none to give, but the event is expected
+        out = self._delta({"type": "signature_delta", "signature": ""}) if self._open == "thinking" else b""
+        self._open = None
+        return out + _event("content_block_stop", {"type": "content_block_stop", "index": self._index})
+
+    def _thinking(self, text: str) -> bytes:
+        out = b"" if self._open == "thinking" else self._start({"type": "thinking", "thinking": "", "signature": ""})
+        if self._plan.show_thinking:
+            out += self._delta({"type": "thinking_delta", "thinking": text})
+        return out
+
+    def _text(self, text: str) -> bytes:
+        out = b""
+        if self._open != "text":
+            out = self._start({"type": "text", "text": ""})
+            self._text_head = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+                               + str(self._index).encode() + b',"delta":{"type":"text_delta","text":')
+        return out + self._text_head + dumps(text) + b"}}\n\n"
+
+    def _tool_use(self, name: str, arguments: str) -> bytes:
+        out = self._start({"type": "tool_use", "id": tool_use_id(self._message_id, self._uses), "name": name,
+                           "input": {}})
+        self._uses += 1
+        return out + self._delta({"type": "input_json_delta", "partial_json": arguments})
+
+    def _tool_calls(self, calls: Sequence[Mapping[str, object]]) -> bytes:
+        out = b""
+        for function in calls:
+            if self._plan.single_tool_use and self._uses:
+                break
+            out += self._tool_use(str(function.get("name", "")), dumps(_arguments(function)).decode())
+            out += self._stop()
+        return out
+
+    def _forced(self, text: str) -> bytes:
+        assert self._reader is not None
+        delta = self._reader.feed(text)
+        if not delta:
+            return b""
+        self._sent += len(delta)
+        if self._open == "tool_use":
+            return self._delta({"type": "input_json_delta", "partial_json": delta})
+        return self._tool_use(self._reader.name or "", delta)
+
+    def _forced_end(self) -> bytes:
+        assert self._reader is not None
+        call = self._reader.finish()
+        rest = call.arguments[self._sent:]  # what was sent is always a prefix of the arguments
+        if not rest:
+            return b""
+        if self._open == "tool_use":
+            return self._delta({"type": "input_json_delta", "partial_json": rest})
+        return self._tool_use(call.name, rest)
+
+    def feed(self, obj: Mapping[str, object]) -> bytes:
+        """Take one native stream object; return the SSE bytes to send for it now (maybe ``b""``)."""
+        message = obj.get("message")
+        if self._open == "text" and isinstance(message, dict) and len(message) == 2 and not obj.get("done"):
+            content = message.get("content")
+            if content and isinstance(content, str):  # the common token line: {"role", "content"} only
+                if self.keep_text:
+                    self.text_parts.append(content)
+                return self._text_head + dumps(content) + b"}}\n\n"
+        out = b""
+        if not self._started:
+            self._started = True
+            out = self._start_event
+        if isinstance(message, Mapping):
+            body = b""
+            thinking = message.get("thinking")
+            if isinstance(thinking, str) and thinking:
+                body += self._thinking(thinking)
+            content = message.get("content")
+            if isinstance(content, str) and content:
+                if self.keep_text:
+                    self.text_parts.append(content)
+                body += self._forced(content) if self._reader is not None else self._text(content)
+            calls = _functions(message.get("tool_calls"))
+            if calls and self._reader is None:
+                body += self._tool_calls(calls)
+            if body:
+                self.has_output = True
+                out += body
+        if obj.get("done"):
+            self.has_output = True
+            self.final = obj
+            if self._reader is not None:
+                out += self._forced_end()
+            out += self._stop()
+            out += _event("message_delta", {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason(obj.get("done_reason"), self._uses > 0), "stop_sequence": None},
+                "usage": {"input_tokens": _count(obj, "prompt_eval_count"), "output_tokens": _count(obj, "eval_count")},
+            })
+            out += _event("message_stop", {"type": "message_stop"})
+        return out
+
+
+_ERROR_TYPES: Mapping[int, str] = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+    413: "request_too_large", 429: "rate_limit_error", 503: "overloaded_error", 529: "overloaded_error",
+}
+
+
+def anthropic_error_type(status: int) -> str:
+    """Anthropic's error ``type`` for an HTTP status (other 4xx: invalid_request_error; 5xx: api_error)."""
+    return _ERROR_TYPES.get(status) or ("invalid_request_error" if 400 <= status < 500 else "api_error")
+
+
+def anthropic_error_body(status: int, message: str, *, request_id: str | None = None) -> dict[str, object]:
+    """The error body Anthropic clients parse: ``{"type": "error", "error": {"type", "message"}}``."""
+    body: dict[str, object] = {"type": "error", "error": {"type": anthropic_error_type(status), "message": message}}
+    if request_id is not None:
+        body["request_id"] = request_id
+    return body
+
+
+def _message_of(exc: BaseException) -> str:
+    if isinstance(exc, PassthroughError):  # an OpenAI-compatible backend's body: keep its message
+        try:
+            raw = loads(exc.raw_body)
+        except JSONDecodeError:
+            raw = None
+        error = raw.get("error") if isinstance(raw, dict) else None
+        message = error.get("message") if isinstance(error, dict) else error
+        if isinstance(message, str) and message:
+            return message
+    detail = error_body(exc)["error"]
+    return str(detail["message"]) if isinstance(detail, Mapping) else "internal error"
+
+
+def render_anthropic_error(exc: BaseException, *, request_id: str | None = None) -> tuple[int, bytes, dict[str, str]]:
+    """Status, Anthropic JSON body and headers for ``exc``.
+
+    Status and headers are those of the OpenAI rendering (``Retry-After``, ``WWW-Authenticate``,
+    ``x-should-retry: false`` once every fallback failed, which anthropic-python honours too).
+    """
+    status, _, headers = render_error(exc)
+    return status, dumps(anthropic_error_body(status, _message_of(exc), request_id=request_id)), headers
+
+
+def anthropic_error_event(exc: BaseException) -> bytes:
+    """The SSE ``error`` event that ends a stream after its first byte (the status is already 200)."""
+    status = exc.status if isinstance(exc, ProxyError) else 500
+    return _event("error", anthropic_error_body(status, _message_of(exc)))
