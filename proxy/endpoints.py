@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.translate.chat import chat_request_to_ollama, ollama_chat_to_openai
+from proxy.translate.chat import chat_request_to_ollama, forced_tool_of, ollama_chat_to_openai
 from proxy.translate.completions import completion_request_to_ollama, ollama_generate_to_openai, prompt_of
 from proxy.translate.embeddings import embedding_request_to_ollama, encoding_of, ollama_embed_to_openai
 from proxy.translate.stream import ChatStream, CompletionStream
@@ -36,7 +36,8 @@ class Endpoint:
 
 
 def _chat_options(body: Mapping[str, object]) -> dict[str, object]:
-    return {"parallel_tool_calls": body.get("parallel_tool_calls") is not False}
+    # a forced tool choice comes back from Ollama as constrained content: the answer side makes it a call
+    return {"parallel_tool_calls": body.get("parallel_tool_calls") is not False, "forced": forced_tool_of(body)}
 
 
 def _completion_options(body: Mapping[str, object]) -> dict[str, object]:
