@@ -2,13 +2,19 @@
 
 The only translator of transport failures into the ``ProxyError`` tree. Every error raised here
 carries ``.outcome`` and ``.backend`` (the backend's name; never its URL or credentials). Order
-matters: ``TimeoutError`` first, then a connection closed or an invalid answer mid-body (a
-truncated body), then TLS failures (``ssl.SSLError`` is an ``OSError``), then every other
-``OSError`` as "unreachable".
+matters: ``TimeoutError`` first, then an invalid answer or a connection closed once the request
+went out (a broken stream, even with no byte of the answer: the backend may have run the request,
+so it must not pass for "unreachable", which routes retry on the same backend), then TLS failures
+(``ssl.SSLError`` is an ``OSError``), then every other ``OSError`` as "unreachable". Cancellation
+(the client went away) always propagates.
 
 Timeouts: ``connect`` for the TCP/TLS connect, ``first_byte`` until the answer starts (a cold model
 load takes seconds to minutes), ``idle`` for the longest silence between two stream lines, ``read``
-for a whole non-streamed answer.
+for a whole non-streamed answer. Apart from ``connect`` they are one deadline kept by the backend
+connection (``Pool.request(deadline=)``, moved by ``Response.watch``): ``first_byte`` from sending
+until the status and headers are in and, for a stream, on until its first chunk; then ``idle``
+after each chunk, or ``read`` (``idle`` for an error body) once for a body read whole. Past it the
+connection is dropped, so the backend stops generating.
 """
 
 from __future__ import annotations
@@ -77,12 +83,12 @@ class UpstreamResponse:
     that the client went away and stops generating.
     """
 
-    __slots__ = ("_resp", "_backend", "_first", "_idle", "_read", "_done")
+    __slots__ = ("_resp", "_backend", "_idle", "_read", "_done")
 
-    def __init__(self, resp: Response, backend: str, timeouts: tuple[float, float, float]) -> None:
+    def __init__(self, resp: Response, backend: str, *, idle: float, read: float) -> None:
         self._resp = resp
         self._backend = backend
-        self._first, self._idle, self._read = timeouts
+        self._idle, self._read = idle, read
         self._done = False
 
     @property
@@ -95,9 +101,10 @@ class UpstreamResponse:
         return self._resp.status
 
     async def read(self) -> bytes:
+        """The whole body, within ``read`` from now."""
+        self._resp.watch(asyncio.get_running_loop().time() + self._read)
         try:
-            async with asyncio.timeout(self._read):
-                body = await self._resp.read()
+            body = await self._resp.read()
         except BaseException as exc:
             self.close()
             raise _translate(exc, self._backend, in_body=True) from None
@@ -113,7 +120,7 @@ class UpstreamResponse:
                                             outcome=Outcome.BROKEN_STREAM, backend=self._backend) from None
 
     async def lines(self) -> AsyncIterator[bytes]:
-        """Non-empty NDJSON lines as they arrive; the first within ``first_byte``, the rest within ``idle``.
+        """Non-empty NDJSON lines as they arrive; the first by the ``first_byte`` deadline, the rest within ``idle``.
 
         Split from the chunks as they arrive (one Ollama line usually is one chunk).
         """
@@ -129,20 +136,19 @@ class UpstreamResponse:
             yield rest
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """Raw body chunks as they arrive (an OpenAI-compatible SSE stream is relayed unchanged)."""
-        read = self._resp.chunk
-        loop = asyncio.get_running_loop()
+        """Raw body chunks as they arrive (an OpenAI-compatible SSE stream is relayed unchanged).
+
+        The first by the ``first_byte`` deadline set by ``send``, each next within ``idle``.
+        """
+        resp = self._resp
+        clock = asyncio.get_running_loop().time
         idle = self._idle
         try:
-            async with asyncio.timeout_at(loop.time() + self._first) as deadline:
-                while True:
-                    chunk = await read()
-                    if not chunk:
-                        break
-                    # While the consumer holds the chunk the idle timer keeps running: a client too slow
-                    # to take a chunk within `idle` seconds is treated as gone. One re-arm per chunk.
-                    yield chunk
-                    deadline.reschedule(loop.time() + idle)
+            while chunk := await resp.chunk():
+                # While the consumer holds the chunk the deadline keeps running: a consumer too slow to
+                # come back within `idle` seconds loses the backend connection (its next read raises).
+                yield chunk
+                resp.watch(clock() + idle)
         except GeneratorExit:
             self.close()
             raise
@@ -168,9 +174,9 @@ def _translate(exc: BaseException, backend: str, *, in_body: bool) -> BaseExcept
         return UpstreamBrokenStreamError(f"backend {backend} closed the answer before it was complete"
                                          if in_body else f"backend {backend} sent an invalid HTTP answer",
                                          outcome=Outcome.BROKEN_STREAM, backend=backend)
-    if isinstance(exc, ConnectionClosed) and exc.started:
-        return UpstreamBrokenStreamError(f"backend {backend} closed the answer before it was complete",
-                                         outcome=Outcome.BROKEN_STREAM, backend=backend)
+    if isinstance(exc, ConnectionClosed):  # the request went out: the backend may have run it
+        what = "closed the answer before it was complete" if exc.started else "closed the connection without answering"
+        return UpstreamBrokenStreamError(f"backend {backend} {what}", outcome=Outcome.BROKEN_STREAM, backend=backend)
     if isinstance(exc, ssl.SSLCertVerificationError):  # before its base SSLError
         # a fixed text: the verifier's own message names the address the certificate did not match
         return UpstreamUnavailableError(f"backend {backend} failed TLS certificate verification "
@@ -181,9 +187,6 @@ def _translate(exc: BaseException, backend: str, *, in_body: bool) -> BaseExcept
                                         outcome=Outcome.CONNECT, backend=backend)
     if isinstance(exc, socket.gaierror):
         return UpstreamUnavailableError(f"backend {backend} is unreachable (name resolution failed)",
-                                        outcome=Outcome.CONNECT, backend=backend)
-    if isinstance(exc, ConnectionClosed):
-        return UpstreamUnavailableError(f"backend {backend} is unreachable (connection reset)",
                                         outcome=Outcome.CONNECT, backend=backend)
     if isinstance(exc, OSError):
         # os.strerror: the errno's text only; the exception's own text names the address
@@ -221,15 +224,19 @@ class Upstream:
 
     async def send(self, method: str, path: str, body: bytes | None = None, *,
                    first_byte: float | None = None, model: str | None = None) -> UpstreamResponse:
-        """Send a request; return once a 2xx answer has started, or raise a ProxyError with an outcome."""
-        wait = first_byte if first_byte is not None else self._timeouts[0]
+        """Send a request; return once a 2xx answer has started, or raise a ProxyError with an outcome.
+
+        The ``first_byte`` deadline keeps running in the answer until its first chunk or ``read``.
+        """
+        first, idle, read = self._timeouts
+        if first_byte is not None:
+            first = first_byte
         try:
-            async with asyncio.timeout(wait):
-                resp = await self.pool.request(method, path, body)
+            resp = await self.pool.request(method, path, body, deadline=asyncio.get_running_loop().time() + first)
         except BaseException as exc:
             raise _translate(exc, self.name, in_body=False) from None
         if resp.status < 300:
-            return UpstreamResponse(resp, self.name, self._timeouts)
+            return UpstreamResponse(resp, self.name, idle=idle, read=read)
         raise await self._status_error(resp, model)
 
     async def fetch(self, method: str, path: str, body: bytes | None = None, *, model: str | None = None,
@@ -249,8 +256,7 @@ class Upstream:
             resp = await (pool or self.pool).request(method, path, body, deadline=loop.time() + first)
             if resp.status < 300:
                 in_body = True
-                if not resp.complete:  # usually the whole answer came with its headers
-                    resp.watch(loop.time() + read)
+                resp.watch(loop.time() + read)  # free when the whole answer came with its headers
                 raw = await resp.read()
         except BaseException as exc:
             if resp is not None:
@@ -261,12 +267,17 @@ class Upstream:
         return raw
 
     async def _status_error(self, resp: Response, model: str | None) -> ProxyError:
+        """The error for a non-2xx answer, from its body read within ``idle`` (what arrived, if cut).
+
+        Only the backend's failures to send the body are absorbed; cancellation (the client went
+        away) propagates, so no fallback runs a generation for nobody.
+        """
         raw = b""
+        resp.watch(asyncio.get_running_loop().time() + self._timeouts[1])
         try:
-            async with asyncio.timeout(self._timeouts[1]):
-                while len(raw) < _ERROR_BODY_LIMIT and (chunk := await resp.chunk()):
-                    raw += chunk
-        except BaseException:
+            while len(raw) < _ERROR_BODY_LIMIT and (chunk := await resp.chunk()):
+                raw += chunk
+        except (OSError, InvalidAnswer):  # TimeoutError and ConnectionClosed are OSErrors
             pass
         finally:
             resp.close()

@@ -4,22 +4,28 @@ Why not ``aiohttp.ClientSession``: on a fast backend its per-request machinery (
 response objects, tracing hooks, cookie jar, multidict headers, a task per connection) cost about
 as much CPU as everything else the gateway does. A backend call here is one prebuilt header block
 and one ``transport.write``; the answer is parsed by httptools (llhttp, in C), which also undoes
-chunked framing. Everything else stays with the caller (``proxy.upstream.backend``): timeouts, the
-translation of failures into the ``ProxyError`` tree, what a status means.
+chunked framing. Everything else stays with the caller (``proxy.upstream.backend``): which deadline
+applies when, the translation of failures into the ``ProxyError`` tree, what a status means.
 
 Semantics worth knowing:
 - A connection is reused only after its answer was read to the end and the backend allowed
   keep-alive; ``Response.close()`` drops it, which is how a backend learns the client went away.
 - ``limit`` connections at most per pool; beyond it callers wait in order for a free one.
-- An idle connection older than ``keepalive`` seconds, or closed by the backend, is not reused. A
-  request whose reused connection turns out to be closed before any byte of the answer arrives is
-  sent once more on a new connection (the backend closed it while idle: the request never ran).
+- An idle connection older than ``keepalive`` seconds, or seen closed by the backend, is not
+  reused; nothing was written to it, so the request just takes another connection.
+- A request once written is sent again only when that is harmless (RFC 9110 9.2.2). If its
+  connection closes before any byte of the answer, the backend may have read and run it, or may
+  have closed the idle connection just as it went out: the two cannot be told apart. An idempotent
+  method (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) on a reused connection is then sent once more on
+  a new connection; any other (a POST generation) fails with ``ConnectionClosed``.
+- Interim answers (``1xx``, e.g. ``103 Early Hints``) are skipped: the answer is the final one.
+  ``101 Switching Protocols`` is an ``InvalidAnswer``, the gateway never asks for an upgrade.
 - Reading is paused while more than ``_HIGH_WATER`` bytes of an answer wait for a slow consumer.
 - ``request(..., deadline=)`` bounds a call by a loop-clock deadline that ``Response.watch`` can move:
   past it the answer fails with ``TimeoutError`` and the connection is dropped. The timer belongs to
   the connection and is re-armed only when it fires early, not set and cancelled per request (a
   timer costs about as much as parsing the answer). Waiting for a free connection or connecting
-  is bounded by the same deadline.
+  (also bounded by ``connect_timeout``) is bounded by the same deadline.
 """
 
 from __future__ import annotations
@@ -34,10 +40,14 @@ import httptools
 __all__ = ["ConnectionClosed", "InvalidAnswer", "Pool", "Response"]
 
 _HIGH_WATER = 256 * 1024
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110 9.2.2
 
 
 class ConnectionClosed(ConnectionError):
-    """The backend closed the connection before the answer was complete."""
+    """The connection closed after the request was written, before the answer was complete.
+
+    The backend may have read the request and acted on it, even when no byte of the answer came.
+    """
 
     def __init__(self, *, started: bool) -> None:
         super().__init__("backend closed the connection" + (" mid-answer" if started else ""))
@@ -91,7 +101,7 @@ class _Connection(asyncio.Protocol):
         self.started = True
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:  # the upgrade: a 101
             self.error = InvalidAnswer(type(exc).__name__)
             self.close()
             self._wake()
@@ -120,7 +130,12 @@ class _Connection(asyncio.Protocol):
         self.headers[key] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        if status < 200:  # an interim answer (100, 103): forget it, the final answer follows
+            self.headers = {}
+            self.framed = False
+            return
+        self.status = status
         self._wake()
 
     def on_body(self, body: bytes) -> None:
@@ -132,6 +147,8 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if not self.status:
+            return  # the end of an interim answer
         self.keep_alive = self.parser.should_keep_alive()  # only valid before the parser moves on
         self.complete = True
         self._wake()
@@ -200,8 +217,12 @@ class Response:
         return self._conn.complete
 
     def watch(self, deadline: float) -> None:
-        """Move the deadline of this call (set by ``Pool.request``) to ``deadline``."""
-        self._conn.watch(deadline)
+        """Move the deadline of this call (set by ``Pool.request``) to ``deadline``, earlier or later.
+
+        Nothing to watch once the answer is complete (the connection may serve another call).
+        """
+        if not self._released and not self._conn.complete:
+            self._conn.watch(deadline)
 
     async def chunk(self) -> bytes:
         """The body bytes that have arrived (waiting for some), or ``b""`` at the end of the answer."""
@@ -284,7 +305,7 @@ class Pool:
 
     async def request(self, method: str, path: str, body: bytes | None, *,
                       deadline: float | None = None) -> Response:
-        """Send a request; return once the answer's status and headers are in.
+        """Send a request; return once the final answer's status and headers are in (1xx skipped).
 
         With ``deadline`` (loop time), the call fails with ``TimeoutError`` past it, until the
         answer is read or ``Response.watch`` moves it. On any failure or cancellation the
@@ -318,8 +339,8 @@ class Pool:
                     await conn._wait()
             except ConnectionClosed as exc:
                 self._release(conn, False)
-                if reused and not exc.started and attempt == 0:
-                    continue  # closed by the backend while idle: the request never ran
+                if reused and not exc.started and attempt == 0 and method in _IDEMPOTENT:
+                    continue  # closed while idle, or the request ran and is harmless to repeat
                 raise
             except BaseException:
                 conn.close()
@@ -345,7 +366,7 @@ class Pool:
     async def _acquire(self) -> tuple[_Connection, bool]:
         while True:
             if self._closed:
-                raise ConnectionClosed(started=False)
+                raise ConnectionError("the connection pool is closed")  # nothing was sent
             conn = self._take_idle()
             if conn is not None:
                 return conn, True

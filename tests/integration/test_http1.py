@@ -35,10 +35,11 @@ async def serve_app(aiohttp_server) -> Callable[[web.Application], Awaitable[str
 @pytest.fixture
 async def raw_server() -> AsyncIterator[Callable[..., Awaitable[tuple[str, list[int]]]]]:
     """Start a raw TCP server: ``answer(request_number_on_this_connection, raw_request)`` returns the
-    bytes to send back and whether to close afterwards. Also returns how many connections arrived."""
+    bytes to send back (or a list of parts, sent a moment apart) and whether to close afterwards. Also
+    returns how many connections arrived."""
     servers: list[asyncio.Server] = []
 
-    async def start(answer: Callable[[int, bytes], tuple[bytes, bool]]) -> tuple[str, list[int]]:
+    async def start(answer: Callable[[int, bytes], tuple[bytes | list[bytes], bool]]) -> tuple[str, list[int]]:
         connections = [0]
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -52,8 +53,11 @@ async def raw_server() -> AsyncIterator[Callable[..., Awaitable[tuple[str, list[
                     raw = head + await reader.readexactly(length)
                     number += 1
                     data, close = answer(number, raw)
-                    writer.write(data)
-                    await writer.drain()
+                    for i, part in enumerate([data] if isinstance(data, bytes) else data):
+                        if i:
+                            await asyncio.sleep(0.05)
+                        writer.write(part)
+                        await writer.drain()
                     if close:
                         break
             except (asyncio.IncompleteReadError, ConnectionError):
@@ -147,16 +151,60 @@ async def test_closing_an_unfinished_answer_drops_the_connection(serve_app) -> N
     assert again != first
 
 
-async def test_a_reused_connection_closed_by_the_backend_is_retried_once_on_a_new_one(raw_server) -> None:
+async def test_an_idempotent_request_on_a_reused_connection_closed_unanswered_is_sent_once_more(raw_server) -> None:
+    """A GET may be repeated (RFC 9110 9.2.2): the pool resends it once, on a new connection."""
     ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    seen: list[bytes] = []
 
     def answer(number: int, raw: bytes) -> tuple[bytes, bool]:
+        seen.append(raw.split(b"\r\n", 1)[0])
         return (ok, False) if number == 1 else (b"", True)  # a second request on a connection: hang up
 
     url, connections = await raw_server(answer)
     pool = _pool(url)
-    assert await (await pool.request("POST", "/a", b"{}")).read() == b"ok"
-    assert await (await pool.request("POST", "/a", b"{}")).read() == b"ok"
+    assert await (await pool.request("GET", "/a", None)).read() == b"ok"
+    assert await (await pool.request("GET", "/a", None)).read() == b"ok"
+    assert seen == [b"GET /a HTTP/1.1"] * 3
+    assert connections[0] == 2
+
+
+async def test_a_post_the_backend_read_before_hanging_up_is_not_sent_again(raw_server) -> None:
+    """The backend read the whole POST on a reused connection, then closed it unanswered: it may have
+    run it, so the caller gets ConnectionClosed and the backend saw the request exactly once."""
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    bodies: list[bytes] = []
+
+    def answer(number: int, raw: bytes) -> tuple[bytes, bool]:
+        bodies.append(raw.split(b"\r\n\r\n", 1)[1])
+        return (ok, False) if number == 1 else (b"", True)
+
+    url, connections = await raw_server(answer)
+    pool = _pool(url)
+    assert await (await pool.request("POST", "/a", b'{"n":1}')).read() == b"ok"
+    with pytest.raises(ConnectionClosed) as caught:
+        await pool.request("POST", "/a", b'{"n":2}')
+    assert caught.value.started is False
+    assert bodies == [b'{"n":1}', b'{"n":2}']
+    assert connections[0] == 1
+    assert pool.in_use == 0
+
+
+async def test_a_connection_the_backend_closed_while_idle_is_not_written_to(raw_server) -> None:
+    """Closed by the backend after its answer, seen before the next write: the next POST goes out
+    once, on a new connection."""
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    bodies: list[bytes] = []
+
+    def answer(number: int, raw: bytes) -> tuple[bytes, bool]:
+        bodies.append(raw.split(b"\r\n\r\n", 1)[1])
+        return ok, True  # keep-alive allowed by the answer, then the backend hangs up while idle
+
+    url, connections = await raw_server(answer)
+    pool = _pool(url)
+    assert await (await pool.request("POST", "/a", b'{"n":1}')).read() == b"ok"
+    await asyncio.sleep(0.1)  # the close reaches the pool while the connection is idle
+    assert await (await pool.request("POST", "/a", b'{"n":2}')).read() == b"ok"
+    assert bodies == [b'{"n":1}', b'{"n":2}']
     assert connections[0] == 2
 
 
@@ -184,6 +232,37 @@ async def test_an_answer_cut_mid_body_raises_and_an_answer_ended_by_close_is_com
     assert await (await pool.request("GET", "/a", None)).read() == b"all of it"
     assert await (await pool.request("GET", "/a", None)).read() == b"all of it"
     assert connections[0] == 2  # "Connection: close": never reused
+
+
+async def test_interim_answers_are_skipped_for_the_final_one(raw_server) -> None:
+    """103 Early Hints (and 100 Continue) are not the answer: status, headers and body are the final
+    answer's, whole or chunked, and the connection stays reusable."""
+    hints = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+    final = [
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"6\r\n{\"a\":1\r\n1\r\n}\r\n0\r\n\r\n",
+    ]
+    url, connections = await raw_server(lambda number, raw: ([hints, final[number - 1]], False))
+    pool = _pool(url)
+    resp = await pool.request("POST", "/whole", b"{}")
+    assert (resp.status, resp.headers) == (200, {"content-type": "application/json", "content-length": "11"})
+    assert await resp.read() == b'{"ok":true}'
+    resp = await pool.request("POST", "/chunked", b"{}")
+    assert (resp.status, resp.headers) == (200, {"transfer-encoding": "chunked"})
+    assert await resp.read() == b'{"a":1}'
+    assert connections[0] == 1
+    assert pool.in_use == 0
+
+
+async def test_an_upgrade_the_gateway_never_asked_for_is_an_invalid_answer(raw_server) -> None:
+    """101 Switching Protocols is neither interim nor an answer to a plain request."""
+    upgrade = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    url, _ = await raw_server(lambda number, raw: (upgrade, False))
+    pool = _pool(url)
+    with pytest.raises(InvalidAnswer):
+        await pool.request("GET", "/", None)
+    assert pool.in_use == 0
 
 
 async def test_garbage_is_an_invalid_answer(raw_server) -> None:
