@@ -33,7 +33,9 @@ Request decisions (Anthropic -> Ollama):
   (``tool_call_id``, ``tool_name`` from the call, images kept; ``is_error`` prefixes ``"Error: "``,
   Ollama having no such flag); ``thinking`` -> the assistant message's ``thinking`` (the model's
   template decides what to render); ``redacted_thinking`` is dropped (only Claude can read it).
-- ``tools``: custom tools -> Ollama functions (``input_schema`` as ``parameters``). Anthropic-defined
+- ``tools``: custom tools -> Ollama functions (``input_schema`` as ``parameters``; ``cache_control``,
+  ``strict``, ``input_examples``, ``eager_input_streaming`` ignored; ``defer_loading`` tools are
+  shown at once, tool search being an Anthropic-side tool). Anthropic-defined
   tools (any other ``type``: ``web_search_*``, ``bash_*``, ``text_editor_*``, ``computer_*``, ...)
   and ``mcp_servers`` cannot run on Ollama: left out and listed in ``dropped``, or a 400 with
   ``refuse_server_tools``.
@@ -168,24 +170,29 @@ def _document(block: Mapping[str, object], where: str) -> str:
     return f"{title}\n{text}" if title else text
 
 
+def _part(block: Mapping[str, object], where: str, texts: list[str], images: list[str]) -> bool:
+    """Collect a text, image or document block into ``texts`` / ``images``; False for other kinds."""
+    kind = block.get("type")
+    if kind == "text":
+        texts.append(require_str(block, "text", f"{where}.text"))
+    elif kind == "image":
+        images.append(_image(block, where))
+    elif kind == "document":
+        texts.append(_document(block, where))
+    else:
+        return False
+    return True
+
+
 def _tool_result(block: Mapping[str, object], where: str, names: Mapping[str, str]) -> dict[str, object]:
     call_id = require_str(block, "tool_use_id", f"{where}.tool_use_id")
     content = block.get("content")
     texts: list[str] = []
     images: list[str] = []
-    if content is not None:
-        for k, part in enumerate(_blocks(content, f"{where}.content")):
-            pwhere = f"{where}.content[{k}]"
-            kind = part.get("type")
-            if kind == "text":
-                texts.append(require_str(part, "text", f"{pwhere}.text"))
-            elif kind == "image":
-                images.append(_image(part, pwhere))
-            elif kind == "document":
-                texts.append(_document(part, pwhere))
-            else:
-                raise _unsupported(f"Unsupported tool_result content block {kind!r}: use text or image.",
-                                   f"{pwhere}.type")
+    for k, part in enumerate(_blocks(content, f"{where}.content") if content is not None else []):
+        if not _part(part, f"{where}.content[{k}]", texts, images):
+            raise _unsupported(f"Unsupported tool_result content block {part.get('type')!r}: use text or image.",
+                               f"{where}.content[{k}].type")
     text = "\n".join(texts)
     if opt_bool(block, "is_error", f"{where}.is_error"):
         text = f"Error: {text}" if text else "Error"  # Ollama has no error flag: say it in the content
@@ -216,16 +223,10 @@ def _user(blocks: Sequence[Mapping[str, object]], where: str, role: str, names: 
     for j, block in enumerate(blocks):
         bwhere = f"{where}[{j}]"
         kind = block.get("type")
-        if kind == "text":
-            texts.append(require_str(block, "text", f"{bwhere}.text"))
-        elif kind == "image" and role == "user":
-            images.append(_image(block, bwhere))
-        elif kind == "document" and role == "user":
-            texts.append(_document(block, bwhere))
-        elif kind == "tool_result" and role == "user":
+        if kind == "tool_result" and role == "user":
             flush()
             out.append(_tool_result(block, bwhere, names))
-        else:
+        elif (kind != "text" and role != "user") or not _part(block, bwhere, texts, images):
             raise _unsupported(f"Unsupported content block {kind!r} in a {role} message.", f"{bwhere}.type")
     flush()
 
@@ -255,7 +256,7 @@ def _assistant(blocks: Sequence[Mapping[str, object]], where: str, names: dict[s
         else:
             raise _unsupported(f"Unsupported content block {kind!r} in an assistant message.", f"{bwhere}.type")
     message: dict[str, object] = {"role": "assistant", "content": "\n".join(texts)}
-    if thinking:
+    if any(thinking):
         message["thinking"] = "\n".join(t for t in thinking if t)
     if calls:
         message["tool_calls"] = calls

@@ -11,6 +11,8 @@ import anthropic
 import httpx2
 import pytest
 from anthropic.types import Message, RawMessageStreamEvent
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
 from policies.outcome import Outcome
@@ -21,11 +23,13 @@ from proxy.errors import (
     PassthroughError,
     PayloadTooLargeError,
     PermissionDeniedError,
+    ProxyError,
     RateLimitedError,
     ServiceUnavailableError,
     UpstreamStreamError,
     UpstreamTimeoutError,
 )
+from proxy.jsonio import dumps
 from proxy.translate.anthropic import (
     AnswerPlan,
     MessagesStream,
@@ -754,3 +758,87 @@ def test_count_tokens_needs_messages() -> None:
     with pytest.raises(InvalidRequestError) as info:
         count_tokens_estimate({"model": "claude"})
     assert info.value.param == "messages"
+
+
+# -- fuzz -------------------------------------------------------------------------------------------
+
+FUZZ = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+           | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12))
+json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
+                           | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=12)
+sources = st.fixed_dictionaries({"type": st.sampled_from(["base64", "url", "text", "file"]) | json_values},
+                                optional={"media_type": st.sampled_from(["image/png", "image/gif"]) | json_values,
+                                          "data": st.sampled_from([PNG, "!!", ""]) | json_values,
+                                          "url": json_values})
+blocks = st.one_of(
+    st.fixed_dictionaries({"type": st.just("text"), "text": st.text(max_size=12) | json_values}),
+    st.fixed_dictionaries({"type": st.sampled_from(["image", "document"]), "source": sources | json_values}),
+    st.fixed_dictionaries({"type": st.just("tool_use")}, optional={
+        "id": st.sampled_from(["t1", "t2"]) | json_values, "name": st.text(max_size=5) | json_values,
+        "input": st.dictionaries(st.text(max_size=4), json_values, max_size=2) | json_values}),
+    st.fixed_dictionaries({"type": st.just("tool_result")}, optional={
+        "tool_use_id": st.sampled_from(["t1", "t2"]) | json_values, "is_error": json_values,
+        "content": st.text(max_size=8) | st.lists(st.just({"type": "text", "text": "r"}) | json_values, max_size=2)
+        | json_values}),
+    st.fixed_dictionaries({"type": st.sampled_from(["thinking", "redacted_thinking"])},
+                          optional={"thinking": json_values, "data": json_values, "signature": json_values}),
+    st.dictionaries(st.sampled_from(["type", "text", "source", "id"]), json_values, max_size=3),
+)
+anthropic_messages = st.lists(st.fixed_dictionaries(
+    {"role": st.sampled_from(["user", "assistant", "system", "tool"]) | json_values},
+    optional={"content": st.text(max_size=12) | st.lists(blocks, max_size=4) | json_values}), max_size=4) | json_values
+tools = st.lists(st.fixed_dictionaries({"name": st.sampled_from(["f", "g"]) | json_values}, optional={
+    "type": st.sampled_from(["custom", "web_search_20250305"]) | json_values,
+    "input_schema": st.just({"type": "object", "properties": {"a": {"type": "string"}}}) | json_values,
+    "description": json_values}), max_size=3) | json_values
+requests = st.fixed_dictionaries({}, optional={
+    "model": st.just("claude") | json_values, "max_tokens": st.integers(-5, 2**64) | json_values,
+    "messages": anthropic_messages, "system": st.text(max_size=8) | st.lists(blocks, max_size=2) | json_values,
+    "stream": json_values, "temperature": json_values, "top_p": json_values, "top_k": json_values,
+    "stop_sequences": json_values, "tools": tools, "mcp_servers": json_values,
+    "tool_choice": st.fixed_dictionaries({"type": st.sampled_from(["auto", "any", "tool", "none"]) | json_values},
+                                         optional={"name": st.sampled_from(["f", "g"]) | json_values,
+                                                   "disable_parallel_tool_use": json_values}) | json_values,
+    "thinking": st.fixed_dictionaries({"type": st.sampled_from(["enabled", "disabled", "adaptive"]) | json_values},
+                                      optional={"budget_tokens": json_values, "display": json_values}) | json_values,
+    "output_config": st.fixed_dictionaries({}, optional={"effort": json_values, "format": json_values}) | json_values,
+    "metadata": json_values, "context_management": json_values, "options": json_values, "keep_alive": json_values,
+}) | st.dictionaries(st.text(max_size=8), json_values, max_size=4)
+answers = st.fixed_dictionaries({"done": st.booleans()}, optional={
+    "message": st.fixed_dictionaries({}, optional={
+        "content": st.text(max_size=12) | json_values, "thinking": st.text(max_size=8) | json_values,
+        "tool_calls": st.lists(st.fixed_dictionaries({"function": st.fixed_dictionaries(
+            {"name": json_values, "arguments": json_values})}) | json_values, max_size=2) | json_values}) | json_values,
+    "done_reason": st.sampled_from(["stop", "length", ""]) | json_values,
+    "prompt_eval_count": json_values, "eval_count": json_values})
+
+
+@FUZZ
+@given(raw=requests, cap=st.none() | st.integers(1, 10_000), capable=st.sampled_from([None, True, False]))
+def test_any_request_translates_or_is_a_4xx(raw: dict[str, Any], cap: int | None, capable: bool | None) -> None:
+    """Any body gives a serialisable /api/chat body or a 4xx ProxyError; count_tokens likewise."""
+    try:
+        req = messages_request_to_ollama(raw, model="m", max_tokens_cap=cap, thinking_capable=capable)
+    except ProxyError as exc:
+        assert 400 <= exc.status < 500 and exc.message and exc.param is not None
+    else:
+        dumps(req.native)
+        assert req.native["model"] == "m" and isinstance(req.native["options"]["num_predict"], int)
+    try:
+        assert count_tokens_estimate(raw)["input_tokens"] >= 0
+    except ProxyError as exc:
+        assert exc.status == 400
+
+
+@FUZZ
+@given(lines=st.lists(answers, min_size=1, max_size=4), forced=st.booleans(), single=st.booleans())
+def test_any_answer_translates_to_sdk_valid_output(lines: list[dict[str, Any]], forced: bool, single: bool) -> None:
+    """Whatever Ollama sends, the whole answer is a valid Message and the stream valid events."""
+    raw = body(tools=[WEATHER, TIME], tool_choice={"type": "any" if forced else "auto",
+                                                   "disable_parallel_tool_use": single})
+    plan = plan_of(raw)
+    Message.model_validate(ollama_chat_to_anthropic(lines[-1], message_id=MESSAGE_ID, model="c", plan=plan))
+    stream = MessagesStream(message_id=MESSAGE_ID, model="c", plan=plan)
+    data = b"".join(stream.feed(line) for line in [*lines, done()] if stream.final is None)
+    check_events(data)
