@@ -23,12 +23,14 @@ __all__ = [
     "sampling_options",
     "ollama_extras",
     "check_n",
+    "wrong_type",
 ]
 
 MAX_TOKENS_LIMIT = 1_048_576
 # Ollama's seed is a Go int (64-bit): anything wider cannot be sent, and orjson cannot even
 # serialise an integer past 64 bits (that used to surface as a 500)
-SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
+SEED_MIN = -(2**63)
+SEED_MAX = 2**63 - 1
 
 
 def _type_name(value: object) -> str:

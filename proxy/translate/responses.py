@@ -23,6 +23,9 @@ Public API:
   ``proxy.ids.new_id``. ``model`` is the client's model name.
 - ``conversation_items(request, response) -> list``: what to store under the response's id so a
   later ``previous_response_id`` can continue it (prior items, this input, this output).
+- Streaming: ``proxy.translate.stream.ResponsesStream(request=, response_id=, created_at=, model=,
+  new_id=, now=None)`` with ``feed(obj) -> bytes``, ``fail(exc) -> bytes`` and ``response`` (the
+  final response object, for the store); see its docstring.
 
 Mapping decisions (where OpenAI and Ollama differ):
 
@@ -238,7 +241,7 @@ class _Conversation:
             return
         if not isinstance(item, Mapping):
             raise wrong_type(where, "an object", item)
-        kind = item.get("type", "message" if "role" in item else None)
+        kind = item.get("type") or ("message" if "role" in item else None)  # EasyInputMessage has no type
         if kind == "message":
             self._message(item, where)
         elif kind == "function_call":

@@ -1,4 +1,5 @@
-"""Ollama NDJSON stream lines -> OpenAI SSE chunk bytes, one line at a time.
+"""Ollama NDJSON stream lines -> OpenAI SSE bytes, one line at a time: chat and legacy completion
+chunks, and the Responses API's typed events (``ResponsesStream``).
 
 Pure and incremental: ``feed(obj)`` takes one decoded NDJSON object and returns the SSE bytes to
 write for it now (possibly ``b""``), so content reaches the client as each line arrives. The constant

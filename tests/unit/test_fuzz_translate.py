@@ -14,6 +14,7 @@ from proxy.jsonio import dumps
 from proxy.translate.chat import chat_request_to_ollama
 from proxy.translate.completions import completion_request_to_ollama
 from proxy.translate.embeddings import embedding_request_to_ollama
+from proxy.translate.responses import responses_request_to_ollama
 
 FUZZ = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -69,6 +70,48 @@ embedding_bodies = st.fixed_dictionaries({}, optional={
     | json_values, "encoding_format": st.sampled_from(["float", "base64", "x"]) | json_values,
     "dimensions": json_values, "options": json_values, "keep_alive": json_values,
 }) | st.dictionaries(st.text(max_size=10), json_values, max_size=6)
+input_parts = st.one_of(
+    st.fixed_dictionaries({"type": st.sampled_from(["input_text", "output_text"]), "text": st.text(max_size=20) | json_values}),
+    st.fixed_dictionaries({"type": st.just("input_image"), "image_url": image_urls}, optional={"file_id": json_values}),
+    st.dictionaries(st.sampled_from(["type", "text", "image_url", "refusal", "file_id"]), json_values, max_size=3),
+)
+input_items = st.lists(st.one_of(
+    st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system", "developer", "tool"]) | json_values},
+                          optional={"type": st.just("message"), "content": st.text(max_size=20)
+                                    | st.lists(input_parts, max_size=3) | json_values}),
+    st.fixed_dictionaries({"type": st.just("function_call"), "call_id": st.text(max_size=5) | json_values,
+                           "name": st.text(max_size=8) | json_values,
+                           "arguments": st.sampled_from(["{}", '{"a": 1}', "not json", "[1]", ""]) | json_values},
+                          optional={"namespace": json_values}),
+    st.fixed_dictionaries({"type": st.just("function_call_output"), "call_id": st.text(max_size=5) | json_values,
+                           "output": st.text(max_size=10) | st.lists(input_parts, max_size=2) | json_values}),
+    st.fixed_dictionaries({"type": st.sampled_from(["reasoning", "web_search_call", "item_reference", "bogus"])},
+                          optional={"summary": json_values, "content": json_values, "encrypted_content": json_values}),
+), max_size=5) | st.text(max_size=10) | json_values
+responses_tools = st.lists(st.one_of(
+    st.fixed_dictionaries({"type": st.just("function"), "name": st.text(max_size=8) | json_values},
+                          optional={"parameters": json_values, "strict": json_values, "description": json_values}),
+    st.fixed_dictionaries({"type": st.just("namespace"), "name": st.text(max_size=5) | json_values,
+                           "tools": st.lists(st.fixed_dictionaries({"type": st.just("function"),
+                                                                    "name": st.text(max_size=5)}), max_size=2)
+                           | json_values}),
+    st.fixed_dictionaries({"type": st.sampled_from(["web_search", "mcp", "file_search", "custom"])}),
+), max_size=3) | json_values
+responses_bodies = st.fixed_dictionaries({}, optional={
+    "model": st.text(max_size=10) | json_values, "input": input_items, "instructions": st.text(max_size=10) | json_values,
+    "tools": responses_tools, "stream": json_values,
+    "tool_choice": st.sampled_from(["auto", "none", "required", {"type": "function", "name": "f"},
+                                    {"type": "allowed_tools", "mode": "required", "tools": [{"type": "function",
+                                                                                             "name": "f"}]}])
+    | json_values,
+    "text": st.fixed_dictionaries({}, optional={"format": st.fixed_dictionaries(
+        {"type": st.sampled_from(["text", "json_object", "json_schema", "x"])}, optional={"schema": json_values})
+        | json_values, "verbosity": json_values}) | json_values,
+    "reasoning": st.fixed_dictionaries({}, optional={"effort": json_values, "summary": json_values}) | json_values,
+    "max_output_tokens": json_values, "temperature": json_values, "top_p": json_values, "top_logprobs": json_values,
+    "truncation": json_values, "metadata": json_values, "include": json_values, "store": json_values,
+    "parallel_tool_calls": json_values, "options": json_values, "keep_alive": json_values,
+}) | st.dictionaries(st.text(max_size=10), json_values, max_size=6)
 defaults = st.fixed_dictionaries({"num_ctx": st.integers(1, 8192)}) | st.just({})
 
 
@@ -102,6 +145,13 @@ def test_completion_translation_returns_a_dict_or_a_4xx(body: dict[str, Any], de
 def test_embedding_translation_returns_a_dict_or_a_4xx(body: dict[str, Any], default_options: dict[str, Any]) -> None:
     """Any embeddings body translates to an /api/embed body or raises a 4xx ProxyError."""
     check(embedding_request_to_ollama, body, default_options)
+
+
+@FUZZ
+@given(body=responses_bodies, default_options=defaults)
+def test_responses_translation_returns_a_dict_or_a_4xx(body: dict[str, Any], default_options: dict[str, Any]) -> None:
+    """Any Responses body translates to a serialisable /api/chat body or raises a 4xx ProxyError."""
+    check(lambda b, **kw: responses_request_to_ollama(b, **kw).native, body, default_options)
 
 
 @pytest.mark.parametrize("body, param", [
