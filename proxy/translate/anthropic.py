@@ -8,7 +8,8 @@ shape live in ``proxy.translate.anthropic_stream`` and are re-exported here. How
                                      default_options=..., default_keep_alive=...,
                                      thinking_capable=caps)      # raises InvalidRequestError
     req.native, req.stream
-    req.sticky_key    # metadata.user_id, for sticky routing (None when absent)
+    req.sticky_key    # metadata.user_id, for sticky routing (None when absent); user_of(body) gives it
+                      # before translation, answer_plan_of(body) the plan, for an endpoint table
     req.dropped       # tools / MCP servers left out, e.g. ("web_search (web_search_20250305)",): log them
     message_id = new_id("msg_")
     ollama_chat_to_anthropic(answer, message_id=message_id, model=body["model"], plan=req.plan)
@@ -81,7 +82,7 @@ from proxy.translate.anthropic_stream import (
 from proxy.translate.chat import EFFORT_TO_THINK
 from proxy.translate.fields import MAX_TOKENS_LIMIT, SEED_MAX, ollama_extras, opt_bool, opt_int, opt_number, opt_str, require_str, wrong_type
 from proxy.translate.images import data_url_to_base64
-from proxy.translate.tools import forced_tool, with_instruction
+from proxy.translate.tools import ForcedTool, forced_tool, with_instruction
 
 __all__ = [
     "MAX_MESSAGES",
@@ -90,6 +91,8 @@ __all__ = [
     "MessagesRequest",
     "MessagesStream",
     "messages_request_to_ollama",
+    "user_of",
+    "answer_plan_of",
     "ollama_chat_to_anthropic",
     "count_tokens_estimate",
     "anthropic_error_type",
@@ -491,13 +494,29 @@ def _options(body: Mapping[str, object], max_tokens_cap: int | None) -> dict[str
     return options
 
 
-def _sticky_key(body: Mapping[str, object]) -> str | None:
+def user_of(body: Mapping[str, object]) -> str | None:
+    """``metadata.user_id``, Anthropic's counterpart of OpenAI's ``user``: the sticky key, readable
+    before the body is translated (routing is planned first). A wrong type is a 400."""
     metadata = body.get("metadata")
     if metadata is None:
         return None
     if not isinstance(metadata, Mapping):
         raise wrong_type("metadata", "an object", metadata)
     return opt_str(metadata, "user_id", "metadata.user_id") or None
+
+
+def _forced(kind: str, name: str | None, custom: Sequence[Mapping[str, object]]) -> ForcedTool | None:
+    if kind not in ("any", "tool"):
+        return None
+    return forced_tool(custom, name, param="tool_choice.name" if name else "tool_choice")
+
+
+def answer_plan_of(body: Mapping[str, object]) -> AnswerPlan:
+    """The answer plan of a body, for a caller that kept only ``native`` (e.g. an endpoint table's
+    ``options(body)``); the same as ``messages_request_to_ollama(body, ...).plan``."""
+    kind, name, single = _tool_choice(body)
+    forced = _forced(kind, name, _tools(body, False)[0])
+    return AnswerPlan(forced=forced, single_tool_use=single, show_thinking=_think(body, None, None)[1])
 
 
 def messages_request_to_ollama(
@@ -520,7 +539,7 @@ def messages_request_to_ollama(
             raise _unsupported(f"{key}: Extra inputs are not permitted.", str(key))
     require_str(body, "model")
     stream = opt_bool(body, "stream") or False
-    sticky_key = _sticky_key(body)
+    sticky_key = user_of(body)
     options = _options(body, max_tokens_cap)
     messages = _messages(body)
     kept = _thinking_turns_kept(body)
@@ -528,11 +547,10 @@ def messages_request_to_ollama(
         _clear_thinking(messages, kept)
     custom, dropped = _tools(body, refuse_server_tools)
     kind, name, single = _tool_choice(body)
+    forced = _forced(kind, name, custom)
     native: dict[str, object] = {"model": model, "messages": messages, "stream": stream}
     effort = _output_config(body, native)
-    forced = None
-    if kind in ("any", "tool"):
-        forced = forced_tool(custom, name, param="tool_choice.name" if name else "tool_choice")
+    if forced is not None:
         if "format" in native:
             raise InvalidRequestError("'output_config.format' cannot be combined with a forced tool_choice.",
                                       param="output_config.format")

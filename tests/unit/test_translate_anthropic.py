@@ -33,6 +33,7 @@ from proxy.jsonio import dumps
 from proxy.translate.anthropic import (
     AnswerPlan,
     MessagesStream,
+    answer_plan_of,
     anthropic_error_body,
     anthropic_error_event,
     anthropic_error_type,
@@ -40,6 +41,7 @@ from proxy.translate.anthropic import (
     messages_request_to_ollama,
     ollama_chat_to_anthropic,
     render_anthropic_error,
+    user_of,
 )
 
 GOLDEN = Path(__file__).parent.parent / "fixtures" / "golden" / "anthropic_messages"
@@ -842,3 +844,16 @@ def test_any_answer_translates_to_sdk_valid_output(lines: list[dict[str, Any]], 
     stream = MessagesStream(message_id=MESSAGE_ID, model="c", plan=plan)
     data = b"".join(stream.feed(line) for line in [*lines, done()] if stream.final is None)
     check_events(data)
+
+
+def test_user_and_plan_can_be_read_before_translation() -> None:
+    """``user_of`` and ``answer_plan_of`` give what the full translation gives, for a shell that plans first."""
+    raw = body(metadata={"user_id": "u7"}, tools=[WEATHER, TIME],
+               tool_choice={"type": "any", "disable_parallel_tool_use": True},
+               thinking={"type": "enabled", "budget_tokens": 2000, "display": "omitted"})
+    req = messages_request_to_ollama(raw, model="m")
+    assert user_of(raw) == req.sticky_key == "u7"
+    assert answer_plan_of(raw) == req.plan
+    assert answer_plan_of(body(tool_choice=None)) == AnswerPlan()
+    with pytest.raises(InvalidRequestError):
+        user_of({"metadata": []})
