@@ -700,7 +700,8 @@ def ollama_chat_to_response(
     else:
         if content or not converted:
             lp = logprobs_to_openai(native.get("logprobs")) if request.logprobs else None
-            output.append(message_item(new_id("msg_"), content, status, lp["content"] if lp else None))  # type: ignore[arg-type]
+            rows = lp["content"] if lp else None
+            output.append(message_item(new_id("msg_"), content, status, rows))  # type: ignore[arg-type]
         if converted and not request.parallel_tool_calls:
             converted = converted[:1]  # the client asked for at most one call per turn
         for call_id, name, arguments in converted:

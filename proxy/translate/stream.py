@@ -272,7 +272,6 @@ class ResponsesStream:
         self._text_head = b""
         self._calls = 0
         self._forced = request.forced.reader() if request.forced is not None else None
-        self._call_id = ""
 
     # framing
 
@@ -282,7 +281,8 @@ class ResponsesStream:
         return _event(kind, dumps(fields)[1:-1], seq)
 
     def _snapshot(self, status: str, **extra: object) -> dict[str, object]:
-        return response_object(status=status, output=list(self._output), **self._args, **extra)  # type: ignore[arg-type]
+        fields = {**self._args, **extra}
+        return response_object(status=status, output=list(self._output), **fields)  # type: ignore[arg-type]
 
     def _start(self) -> bytes:
         self._started = True
@@ -323,8 +323,8 @@ class ResponsesStream:
                                 part={"type": "output_text", "text": "", "annotations": [], "logprobs": []})
 
     def _open_call(self, name: str) -> bytes:
-        self._call_id = self._new_id("call_")
-        return self._add("call", function_call_item(self._new_id("fc_"), self._call_id, name, "", "in_progress",
+        item_id = self._new_id("fc_")  # fc_ before call_, as the non-streamed translation makes them
+        return self._add("call", function_call_item(item_id, self._new_id("call_"), name, "", "in_progress",
                                                     self.request))
 
     def _close(self, status: str = "completed") -> bytes:
@@ -405,7 +405,6 @@ class ResponsesStream:
                 break  # the client asked for at most one call per turn
             self._calls += 1
             out += self._close()
-            self._call_id = call_id
             out += self._add("call", function_call_item(self._new_id("fc_"), call_id, name, "", "in_progress",
                                                         self.request))
             out += self._arguments(name, arguments) + self._close()
@@ -435,7 +434,8 @@ class ResponsesStream:
         done = bool(obj.get("done"))
         if isinstance(message, Mapping):
             thinking = message.get("thinking")
-            if isinstance(thinking, str) and thinking:
+            # thinking after a forced call has begun would split the call in two: it is left out
+            if isinstance(thinking, str) and thinking and not (self._forced is not None and self._open == "call"):
                 out += self._thinking(thinking)
             content = message.get("content")
             content = content if isinstance(content, str) else ""

@@ -376,6 +376,17 @@ def test_forced_answers_are_calls_and_a_cut_short_one_is_incomplete():
         ("get_weather", '{"city": "Oslo"}', "completed")]
 
 
+def test_thinking_after_a_forced_call_began_does_not_split_the_call():
+    """Late thinking during a forced call is left out, so the call stays one item with whole arguments."""
+    request = translate({"tools": [WEATHER], "tool_choice": "required"})
+    stream = ResponsesStream(request=request, **PIN, new_id=counting_ids())
+    stream.feed({"message": {"role": "assistant", "content": '{"city": '}, "done": False})
+    stream.feed({"message": {"role": "assistant", "content": '"Oslo"}', "thinking": "late"}, "done": False})
+    stream.feed(chunks()[-1])
+    assert [(o["type"], o.get("arguments")) for o in stream.response["output"]] == [
+        ("function_call", '{"city": "Oslo"}')]
+
+
 def test_parallel_tool_calls_false_keeps_the_first_call():
     """With parallel_tool_calls false only the first call is returned."""
     request = translate({"tools": [WEATHER], "parallel_tool_calls": False})
