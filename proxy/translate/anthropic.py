@@ -46,14 +46,16 @@ Request decisions (Anthropic -> Ollama):
 - ``thinking``: ``disabled`` -> ``think: false``; ``enabled`` -> a level from ``budget_tokens``
   (<= 4096 low, <= 16384 medium, else high: Ollama has no budget, only levels); ``adaptive`` ->
   unset (the model's default); ``between_tools`` -> true. ``output_config.effort`` gives the level
-  (xhigh and max are Ollama's max, as on chat completions) unless thinking is disabled. ``display: "omitted"`` returns empty thinking blocks. With
-  ``thinking_capable=False`` any enabling is dropped (as Ollama's own Anthropic layer does) rather
-  than have Ollama answer 400 "does not support thinking".
+  (xhigh and max are Ollama's max, as on chat completions) unless thinking is disabled.
+  ``display: "omitted"`` returns empty thinking blocks. With ``thinking_capable=False`` any
+  enabling is dropped (as Ollama's own Anthropic layer does) rather than have Ollama answer 400
+  "does not support thinking".
 - ``output_config.format`` (json_schema) -> ``format``.
-- ``max_tokens`` (required) -> ``options.num_predict``, lowered to ``max_tokens_cap`` (and to
-  2**20 without one), never refused for being large. ``stop_sequences`` -> ``options.stop``; ``temperature``, ``top_p``, ``top_k`` ->
-  options. Only what the client sent is set; route ``default_options`` fill the rest. The Ollama
-  extensions ``options`` and ``keep_alive`` are accepted, as on chat completions.
+- ``max_tokens`` (required) -> ``options.num_predict``, lowered to ``max_tokens_cap`` (and to 2**20
+  without one), never refused for being large. ``stop_sequences`` -> ``options.stop``;
+  ``temperature``, ``top_p``, ``top_k`` -> options. Only what the client sent is set; route
+  ``default_options`` fill the rest. The Ollama extensions ``options`` and ``keep_alive`` are
+  accepted, as on chat completions.
 - ``context_management``: ``clear_thinking_*`` edits are applied (thinking kept on the last N
   assistant turns with thinking, or all); any other edit would change the prompt in a way not
   reproduced here: 400.
@@ -80,7 +82,17 @@ from proxy.translate.anthropic_stream import (
     render_anthropic_error,
 )
 from proxy.translate.chat import EFFORT_TO_THINK
-from proxy.translate.fields import MAX_TOKENS_LIMIT, SEED_MAX, ollama_extras, opt_bool, opt_int, opt_number, opt_str, require_str, wrong_type
+from proxy.translate.fields import (
+    MAX_TOKENS_LIMIT,
+    SEED_MAX,
+    ollama_extras,
+    opt_bool,
+    opt_int,
+    opt_number,
+    opt_str,
+    require_str,
+    wrong_type,
+)
 from proxy.translate.images import data_url_to_base64
 from proxy.translate.tools import ForcedTool, forced_tool, with_instruction
 
@@ -474,7 +486,8 @@ def _options(body: Mapping[str, object], max_tokens_cap: int | None) -> dict[str
         raise InvalidRequestError("Missing required parameter: 'max_tokens'.", param="max_tokens",
                                   code="missing_field")
     # Anthropic requires max_tokens and clients send big ones (Claude Code: 32000): lowered, never refused
-    options: dict[str, object] = {"num_predict": min(max_tokens, max_tokens_cap or MAX_TOKENS_LIMIT, MAX_TOKENS_LIMIT)}
+    cap = MAX_TOKENS_LIMIT if max_tokens_cap is None else min(max_tokens_cap, MAX_TOKENS_LIMIT)
+    options: dict[str, object] = {"num_predict": min(max_tokens, cap)}
     for key in ("temperature", "top_p"):
         value = opt_number(body, key, 0.0, 1.0)
         if value is not None:

@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 _PING = b'event: ping\ndata: {"type":"ping"}\n\n'
+_TOKEN_KEYS = {"role", "content"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -198,6 +199,8 @@ class MessagesStream:
         return out + _event("content_block_stop", {"type": "content_block_stop", "index": self._index})
 
     def _thinking(self, text: str) -> bytes:
+        if self._open == "tool_use" and self._reader is not None:
+            return b""  # inside a forced call's arguments: a new block would cut the call in two
         out = b"" if self._open == "thinking" else self._start({"type": "thinking", "thinking": "", "signature": ""})
         if self._plan.show_thinking:
             out += self._delta({"type": "thinking_delta", "thinking": text})
@@ -249,8 +252,8 @@ class MessagesStream:
     def feed(self, obj: Mapping[str, object]) -> bytes:
         """Take one native stream object; return the SSE bytes to send for it now (maybe ``b""``)."""
         message = obj.get("message")
-        if self._open == "text" and isinstance(message, dict) and len(message) == 2 and not obj.get("done"):
-            content = message.get("content")
+        if self._open == "text" and isinstance(message, dict) and message.keys() == _TOKEN_KEYS and not obj.get("done"):
+            content = message["content"]
             if content and isinstance(content, str):  # the common token line: {"role", "content"} only
                 if self.keep_text:
                     self.text_parts.append(content)

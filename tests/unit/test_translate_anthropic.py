@@ -363,8 +363,8 @@ REFUSALS: list[tuple[dict[str, Any], str]] = [
     ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
     ({"messages": [{"role": "user", "content": ["x"]}]}, "messages[0].content[0]"),
     ({"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "messages[0].content[0].text"),
-    ({"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "https://x/a.png"}}]}]},
-     "messages[0].content[0].source"),
+    ({"messages": [{"role": "user", "content": [{"type": "image", "source": {
+        "type": "url", "url": "https://x/a.png"}}]}]}, "messages[0].content[0].source"),
     ({"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "file", "file_id": "f"}}]}]},
      "messages[0].content[0].source.type"),
     ({"messages": [{"role": "user", "content": [{"type": "image", "source": {
@@ -577,9 +577,9 @@ INTERLEAVED = [*tokens("I think", key="thinking"), *tokens("Hel", "lo"), *tokens
 STREAMS: list[tuple[dict[str, Any], list[dict[str, Any]]]] = [
     ({}, [*tokens("I ", "think", key="thinking"), *tokens("Hel", "lo"), done()]),
     ({"tools": [WEATHER]}, [*tokens("Let me "), *tokens("check"),
-                            {"message": {"role": "assistant", "content": "", "tool_calls": [
+                            {"done": False, "message": {"role": "assistant", "content": "", "tool_calls": [
                                 {"function": {"name": "get_weather", "arguments": {"city": "Oslo"}}},
-                                {"function": {"name": "get_weather", "arguments": {"city": "Bergen"}}}]}, "done": False},
+                                {"function": {"name": "get_weather", "arguments": {"city": "Bergen"}}}]}},
                             done()]),
     ({"tools": [WEATHER, TIME], "tool_choice": {"type": "any"}},
      [*tokens("thinking", key="thinking"), *tokens('{"name": "get', '_time", "argu', 'ments": {"tz"', ': "CET"}', "}"),
@@ -857,3 +857,23 @@ def test_user_and_plan_can_be_read_before_translation() -> None:
     assert answer_plan_of(body(tool_choice=None)) == AnswerPlan()
     with pytest.raises(InvalidRequestError):
         user_of({"metadata": []})
+
+
+def test_a_token_line_with_more_than_text_loses_nothing() -> None:
+    """Thinking or calls on a line inside a text block are translated, not taken for a plain token."""
+    lines = [*tokens("Hi"), {"message": {"content": " there", "thinking": "later"}, "done": False},
+             {"message": {"content": "", "tool_calls": [{"function": {"name": "f", "arguments": {}}}]}, "done": False},
+             done()]
+    events = check_events(feed_all(lines, plan_of(body(tools=[{"name": "f", "input_schema": {"type": "object"}}]))))
+    starts = [e["content_block"]["type"] for e in events if e["type"] == "content_block_start"]
+    assert starts == ["text", "thinking", "text", "tool_use"]
+
+
+def test_thinking_inside_forced_arguments_does_not_split_the_call() -> None:
+    """A forced call stays one tool_use block even if thinking arrives between its argument tokens."""
+    plan = plan_of(body(tools=[WEATHER], tool_choice={"type": "tool", "name": "get_weather"}))
+    lines = [*tokens('{"city": '), *tokens("hmm", key="thinking"), *tokens('"Oslo"}'), done()]
+    events = check_events(feed_all(lines, plan))
+    assert [e["content_block"]["type"] for e in events if e["type"] == "content_block_start"] == ["tool_use"]
+    assert "".join(e["delta"]["partial_json"] for e in events if e["type"] == "content_block_delta") == \
+        '{"city": "Oslo"}'
