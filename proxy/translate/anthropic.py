@@ -61,7 +61,10 @@ Request decisions (Anthropic -> Ollama):
   reproduced here: 400.
 - Accepted and ignored, as they do not change the answer on Ollama: ``metadata`` (but its
   ``user_id`` is the sticky key), ``service_tier``, ``container``, ``cache_control``, ``speed``,
-  ``inference_geo``, ``diagnostics``, ``user_profile_id``, ``workspace_id``. Any other field: 400.
+  ``inference_geo``, ``diagnostics``, ``user_profile_id``, ``workspace_id``, and the beta
+  ``billing_policy``, ``fallbacks`` (retries after a policy refusal, which Ollama never gives) and
+  ``fallback_credit_token``. Any other field is a 400 naming it, among them the beta ``compaction``
+  (a summarising request) and ``thread`` (server-held conversation state).
 """
 
 from __future__ import annotations
@@ -123,7 +126,7 @@ _FIELDS = frozenset({
 })
 _IGNORED = frozenset({
     "service_tier", "container", "cache_control", "speed", "inference_geo", "diagnostics",
-    "user_profile_id", "workspace_id",
+    "user_profile_id", "workspace_id", "billing_policy", "fallbacks", "fallback_credit_token",
 })
 _EFFORTS = ("low", "medium", "high", "xhigh", "max")  # Anthropic's; Ollama levels as on chat completions
 _THINKING_TYPES = frozenset({"enabled", "disabled", "adaptive", "between_tools"})

@@ -234,7 +234,9 @@ def test_bookkeeping_fields_are_accepted_and_change_nothing() -> None:
     """Fields Claude Code sends that do not change the answer on Ollama are accepted and ignored."""
     extra = {"service_tier": "auto", "container": "c_1", "cache_control": {"type": "ephemeral"}, "speed": "fast",
              "inference_geo": "us", "diagnostics": {"previous_message_id": "msg_1"}, "user_profile_id": "p",
-             "workspace_id": "w", "metadata": {"user_id": "u"}}
+             "workspace_id": "w", "metadata": {"user_id": "u"}, "billing_policy": {"type": "billing_policy",
+             "bill_to": "self"}, "fallbacks": "default", "fallback_credit_token": "t",
+             "context_management": {"edits": []}}
     assert translate(body(**extra)) == translate(body())
 
 
@@ -351,6 +353,9 @@ def test_sdk_built_requests_translate() -> None:
 
 REFUSALS: list[tuple[dict[str, Any], str]] = [
     ({"frequency_penalty": 1}, "frequency_penalty"),
+    ({"compaction": {"type": "compaction"}}, "compaction"),
+    ({"thread": {"type": "create"}}, "thread"),
+    ({"context_management": {"edits": [{"type": "compact_20260112"}]}}, "context_management.edits[0].type"),
     ({"max_tokens": None}, "max_tokens"),
     ({"max_tokens": 0}, "max_tokens"),
     ({"max_tokens": "9"}, "max_tokens"),
