@@ -5,19 +5,23 @@ runner's public ``server`` factory. Around it, on the listening socket, the gate
 has no setting for:
 
 - at most ``server.max_connections`` open connections (idle keep-alive ones and clients still
-  sending their headers included); one more gets a 503 in OpenAI's shape and is closed;
+  sending their headers included; for HTTPS, counted once the handshake is done, which must be
+  within ``server.header_timeout``); one more gets a 503 in OpenAI's shape and is closed;
 - a new connection must deliver its first request head within ``server.header_timeout`` seconds or
-  it is closed (slowloris); later heads on a kept-alive connection are bounded by aiohttp's own
-  ``keepalive_timeout``;
-- requests aiohttp's parser refuses (a line or header too long, too many headers, bad framing) are
-  answered in OpenAI's JSON error shape, and logged without any part of the offending bytes (an
-  oversized ``Authorization`` header must not reach a log);
+  it is closed (slowloris; blank lines before the request line do not count as a head); later heads
+  on a kept-alive connection are bounded by aiohttp's own ``keepalive_timeout``;
+- requests aiohttp's parser refuses (a line or header too long, too many headers, no or two Host
+  headers, bad framing) are answered in HTTP/1.1 with OpenAI's JSON error shape, and logged without
+  any part of the offending bytes (an oversized ``Authorization`` header must not reach a log); a
+  refusal spoils neither the requests before it on the connection nor, after ``Connection: close``,
+  the request it follows;
 - HTTPS (and mutual TLS) when ``server.tls`` is set (``proxy.tls``).
 
 Handler cancellation is on: when a client disconnects, its handler is cancelled, which closes the
 upstream request at once, so Ollama stops generating. SIGTERM/SIGINT stop accepting, let in-flight
-requests and streams finish for up to ``server.shutdown_timeout`` seconds, then close. SIGHUP
-re-reads the config file (hot reload) and the TLS certificate.
+requests and streams finish for up to ``server.shutdown_timeout`` seconds, then close their
+connections (so the process exits after about that long, not twice as long). SIGHUP re-reads the
+config file (hot reload) and the TLS certificate.
 """
 
 from __future__ import annotations
@@ -33,8 +37,13 @@ import ssl
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from aiohttp import http_exceptions, web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http import HttpVersion11, RawRequestMessage
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from proxy.config import Config
 from proxy.errors import InvalidRequestError, ProxyError, ServiceUnavailableError, render_error
@@ -44,6 +53,8 @@ __all__ = ["Serving", "start_site", "serve", "warn_if_exposed"]
 log = logging.getLogger("proxy.server")
 
 _MAX_HEAD_LINE = 16384  # bytes in the request line or one header line (aiohttp's default is 8190)
+_MAX_HEADERS = 128  # header lines in one request head (aiohttp's default)
+_HEAD_END = b"\r\n\r\n"
 _REFUSING_MAX = 256  # refusals in progress beyond this are reset without an answer
 _REFUSAL_LINGER = 2.0  # seconds a refused client gets to read the 503 before the socket closes
 
@@ -88,10 +99,22 @@ def _refusal(exc: BaseException | None, status: int) -> ProxyError:
     if isinstance(exc, http_exceptions.LineTooLong):
         return InvalidRequestError(f"A request line or header is longer than {_MAX_HEAD_LINE} bytes.",
                                    code="header_too_large", status=431)
-    if isinstance(exc, (http_exceptions.BadStatusLine, http_exceptions.BadHttpMethod)):
+    if isinstance(exc, (http_exceptions.BadStatusLine, http_exceptions.BadHttpMethod,
+                        http_exceptions.InvalidURLError)):
         return InvalidRequestError("The request line is not valid HTTP/1.1.", code="bad_request_line")
     if isinstance(exc, http_exceptions.TransferEncodingError | http_exceptions.ContentLengthError):
-        return InvalidRequestError("The request body's framing is not valid HTTP/1.1.", code="bad_framing")
+        return _BAD_FRAMING
+    if isinstance(exc, http_exceptions.HttpProcessingError):
+        # llhttp reports most causes as a plain BadHttpMessage; its fixed reason text comes before
+        # ":\n", the client's bytes after it (and are never looked at)
+        reason = exc.message.split(":\n", 1)[0]
+        if "'Host' header" in reason:  # missing or duplicated: the same answer as the middleware's
+            return InvalidRequestError("A request must carry exactly one Host header.", code="bad_host_header")
+        if reason.startswith("Too many headers"):
+            return InvalidRequestError(f"A request may carry at most {_MAX_HEADERS} headers.",
+                                       code="too_many_headers")
+        if any(word in reason for word in ("chunk", "Content-Length", "Transfer-Encoding")):
+            return _BAD_FRAMING
     if status == 413:
         return InvalidRequestError("Request body is too large.", code="request_too_large", status=413)
     if status >= 500:
@@ -99,8 +122,95 @@ def _refusal(exc: BaseException | None, status: int) -> ProxyError:
     return InvalidRequestError("The request is not valid HTTP/1.1.", code="bad_request", status=status)
 
 
+_BAD_FRAMING = InvalidRequestError("The request body's framing is not valid HTTP/1.1.", code="bad_framing")
+
+
+class _BrokenBodyError(InvalidRequestError, ConnectionError):
+    """Raised by reading a body whose framing the parser refused (a bad chunk): the same 400 as a
+    refusal (``bad_framing``), and a ``ConnectionError`` to code that would go on reading, since the
+    connection's byte stream can no longer be followed."""
+
+    def __init__(self) -> None:
+        super().__init__(_BAD_FRAMING.message, code="bad_framing")
+
+
+class _WatchedParser:
+    """aiohttp's request parser, watched for refusals inside a body already handed to a handler.
+
+    aiohttp queues a refusal as the connection's next request and leaves the body being read
+    waiting for bytes that will never be parsed (until ``server.body_timeout``); here the body's
+    read fails at once instead, so the request is answered with the 400 and the connection closed.
+    """
+
+    def __init__(self, parser: Any) -> None:
+        self._parser = parser
+        self._body: Any = None  # the StreamReader of the last request the parser emitted
+
+    def feed_data(self, data: bytes) -> Any:
+        try:
+            result = self._parser.feed_data(data)
+        except http_exceptions.HttpProcessingError:
+            body, self._body = self._body, None
+            if body is not None and not body.is_eof():
+                body.set_exception(_BrokenBodyError())
+            raise
+        if result[0]:
+            self._body = result[0][-1][1]
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parser, name)
+
+
+class _Refused(web.Response):
+    """The answer to a head aiohttp could not parse. aiohttp hands it a placeholder request that
+    says HTTP/1.0, which would make the status line ``HTTP/1.0`` and drop ``Connection: close``;
+    it is sent as HTTP/1.1 like every other answer (an HTTP/1.0 client accepts a 1.1 status line)."""
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if request.version != HttpVersion11:
+            message = RawRequestMessage(
+                method=request.method, path="/", version=HttpVersion11, headers=CIMultiDictProxy(CIMultiDict()),
+                raw_headers=(), should_close=True, compression=None, upgrade=False, chunked=False, url=URL("/"))
+            request = web.BaseRequest(message, request.content, request.protocol, request.writer, request.task,
+                                      asyncio.get_running_loop())
+        return await super().prepare(request)
+
+
 class _Protocol(web.RequestHandler):
-    """aiohttp's per-connection protocol; only its answer to requests it cannot parse differs."""
+    """aiohttp's per-connection protocol; its answer to requests it cannot parse differs, and each
+    read is handed to the parser in pieces that end where a request head ends."""
+
+    __slots__ = ("_head_tail",)
+
+    def __init__(self, manager: web.Server, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        # the one private attribute used: aiohttp has no hook for a refusal inside a body
+        self._parser = _WatchedParser(self._parser)
+        self._head_tail = b""  # the last bytes seen, so a head end split across reads is found
+
+    def data_received(self, data: bytes) -> None:
+        # aiohttp's parser raises at the first byte it refuses and loses the requests it completed
+        # earlier in the same read. Bytes after a "Connection: close" request are refused that way
+        # (RFC 9112 9.6: they are to be ignored), and so is a bad request pipelined behind a good
+        # one: either would turn the good request's answer into a 400. Feeding the parser up to each
+        # head's end first queues the complete requests before the rest of the read is parsed; a
+        # refusal then only answers what follows them (or nothing, after "Connection: close").
+        ends = []
+        joint = (self._head_tail + data[:3]).find(_HEAD_END)
+        if joint != -1:
+            ends.append(joint + 4 - len(self._head_tail))
+        at = data.find(_HEAD_END)
+        while at != -1:
+            ends.append(at + 4)
+            at = data.find(_HEAD_END, at + 4)
+        self._head_tail = (self._head_tail + data[-3:])[-3:]
+        start = 0
+        for end in ends:
+            if start < end < len(data):
+                super().data_received(data[start:end])
+                start = end
+        super().data_received(data[start:] if start else data)
 
     def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
@@ -110,7 +220,7 @@ class _Protocol(web.RequestHandler):
         if request.writer.output_size > 0:
             raise ConnectionError("the response has started; the connection is closed instead")
         code, body, headers = render_error(_refusal(exc, status))
-        response = web.Response(body=body, status=code, content_type="application/json", headers=headers)
+        response = _Refused(body=body, status=code, content_type="application/json", headers=headers)
         response.force_close()
         return response
 
@@ -124,10 +234,28 @@ class _Gate:
         self.busy = _busy_response()
 
     def __call__(self) -> asyncio.Protocol:
+        return _Admission(self)
+
+    def admit(self) -> asyncio.Protocol:
+        """The protocol of a connection just established: served and counted, or refused."""
         if self.open >= self.limit:
             return _Refusal(self)
         self.open += 1
         return _Counted(self, self.factory())
+
+
+class _Admission(asyncio.Protocol):
+    """An accepted connection, counted only once established (for HTTPS: once its handshake is
+    done, within ``header_timeout``). A handshake that fails never reaches the protocol again, not
+    even ``connection_lost``: a connection counted when accepted would keep its slot for good."""
+
+    def __init__(self, gate: _Gate) -> None:
+        self._gate = gate
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        protocol = self._gate.admit()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
 
 
 class _Counted(asyncio.Protocol):
@@ -137,6 +265,7 @@ class _Counted(asyncio.Protocol):
         self._gate, self._inner = gate, inner
         self._timer: asyncio.TimerHandle | None = None
         self._tail = b""  # the last bytes seen, so a head end split across reads is found
+        self._started = False  # a byte other than CR/LF has arrived (blank lines may precede a request)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # slow-client guard: the first request's head must be complete within header_timeout
@@ -151,8 +280,12 @@ class _Counted(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._timer is not None:
-            seen = self._tail + data
-            if b"\r\n\r\n" in seen:
+            if self._started:
+                seen = self._tail + data
+            else:  # blank lines before the request line end no head: they must not stop the timer
+                seen = data.lstrip(b"\r\n")
+                self._started = bool(seen)
+            if _HEAD_END in seen:
                 self._timer.cancel()
                 self._timer = None
                 self._tail = b""
@@ -201,13 +334,33 @@ class _Refusal(asyncio.Protocol):
 class Serving:
     """A started gateway: the runner, the listening server and the bound port; ``cleanup`` stops it."""
 
-    def __init__(self, runner: web.AppRunner, server: asyncio.base_events.Server, port: int) -> None:
+    def __init__(self, runner: web.AppRunner, server: asyncio.base_events.Server, port: int,
+                 shutdown_timeout: float) -> None:
         self.runner, self.server, self.port = runner, server, port
+        self.shutdown_timeout = shutdown_timeout
 
     async def cleanup(self) -> None:
         """Stop accepting, let requests finish within ``shutdown_timeout``, then close everything."""
         self.server.close()
+        manager = self.runner.server
+        if manager is not None:
+            manager.pre_shutdown()  # idle connections close now, busy ones after their request
+            await asyncio.gather(*(_finish(conn, self.shutdown_timeout) for conn in manager.connections))
         await self.runner.cleanup()
+
+
+async def _finish(conn: web.RequestHandler, timeout: float) -> None:
+    """Let ``conn`` finish its request for up to ``timeout`` seconds, then close it.
+
+    aiohttp's own ``RequestHandler.shutdown`` waits ``timeout`` for the request, then fails only its
+    body's read and waits ``timeout`` once more before it cancels the handler: a stream outliving
+    the first wait kept the process for twice the timeout. Closing the connection instead cancels
+    the handler at once (handler cancellation is on), which also closes its upstream request.
+    """
+    try:
+        await asyncio.wait_for(conn.shutdown(timeout), timeout)
+    except TimeoutError:
+        conn.force_close()
 
 
 def _listen(host: str, port: int, *, reuse_port: bool) -> socket.socket:
@@ -234,13 +387,14 @@ async def start_site(app: web.Application, config: Config, *, host: str, port: i
 
     def protocol() -> asyncio.Protocol:
         return _Protocol(manager, loop=loop, access_log=None, keepalive_timeout=server_cfg.keepalive_timeout,
-                         max_line_size=_MAX_HEAD_LINE, max_field_size=_MAX_HEAD_LINE)
+                         max_line_size=_MAX_HEAD_LINE, max_field_size=_MAX_HEAD_LINE, max_headers=_MAX_HEADERS)
 
     gate = _Gate(protocol, server_cfg.max_connections, server_cfg.header_timeout)
     sock = _listen(host, port, reuse_port=reuse_port)
-    listening = await loop.create_server(gate, sock=sock, backlog=1024, ssl=tls)
+    listening = await loop.create_server(gate, sock=sock, backlog=1024, ssl=tls,
+                                         ssl_handshake_timeout=server_cfg.header_timeout if tls else None)
     bound = sock.getsockname()[1]
-    return Serving(runner, listening, bound), bound
+    return Serving(runner, listening, bound, server_cfg.shutdown_timeout), bound
 
 
 async def _serve_one(config: Config, host: str, port: int, *, reuse_port: bool, environ: Mapping[str, str],

@@ -31,11 +31,20 @@ class TLSError(Exception):
     """A certificate, key or CA file of ``server.tls`` cannot be used."""
 
 
+def _check_readable(*paths: str) -> None:
+    # ssl's own FileNotFoundError carries no file name: say which file it is
+    for path in paths:
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise TLSError(f"cannot read {path}: {exc.strerror}") from None
+
+
 def _load(context: ssl.SSLContext, cfg: TLSConfig) -> None:
+    _check_readable(cfg.cert_file, cfg.key_file, *([cfg.client_ca] if cfg.client_ca else []))
     try:
         context.load_cert_chain(cfg.cert_file, cfg.key_file)
-    except FileNotFoundError as exc:
-        raise TLSError(f"cannot read {exc.filename}") from None
     except (OSError, ssl.SSLError):
         raise TLSError(f"cannot load the certificate {cfg.cert_file} with the key {cfg.key_file} "
                        "(a PEM certificate chain and its matching private key, unencrypted)") from None

@@ -98,3 +98,37 @@ async def test_a_stream_outliving_the_shutdown_timeout_is_cut_and_the_process_ex
         assert local.fake.disconnects == 1  # the upstream request was closed too, so Ollama stops generating
     finally:
         gateway.kill()
+
+
+
+async def test_a_30_s_stream_does_not_make_shutdown_take_twice_the_timeout(start_fake, tmp_path):
+    """shutdown_timeout 2: with a 30 s stream open, SIGTERM ends the process within 2 + 1.5 s, not 2 x 2 s."""
+    local = await start_fake()
+    local.fake.script("/api/chat", o.ok(" ".join(["tok"] * 60), delay=0.5))  # 61 lines, about 30 s
+    raw = routed([backend("local", local.url)], {"targets": [{"backend": "local"}]}, server={"shutdown_timeout": 2})
+    gateway = GatewayProcess(tmp_path, raw)
+    try:
+        gateway.start()
+        await gateway.wait_serving()
+        async with aiohttp.ClientSession() as http:
+            body = {"model": "llama3.2", "messages": HI, "stream": True}
+            async with http.post(gateway.url + "/v1/chat/completions", json=body) as resp:
+                assert (await resp.content.readline()).startswith(b"data: ")
+                gateway.terminate()
+                signalled = time.monotonic()
+                code = await gateway.wait_exit(10)
+                took = time.monotonic() - signalled
+                try:
+                    rest = await asyncio.wait_for(resp.read(), 5)
+                except aiohttp.ClientPayloadError:
+                    rest = b""  # cut mid-chunk
+        assert code == 0
+        assert 2 <= took < 2 + 1.5, took  # the stream had its 2 s, then was cut
+        assert b"data: [DONE]" not in rest
+        await asyncio.sleep(0.2)
+        assert local.fake.disconnects == 1  # the upstream request was closed as well
+    finally:
+        gateway.kill()
+    records = [orjson.loads(line) for line in gateway.stderr.splitlines() if line.startswith("{")]
+    assert [r["msg"] for r in records if r["level"] in ("ERROR", "CRITICAL")] == []
+    assert "Traceback" not in gateway.stderr
