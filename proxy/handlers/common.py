@@ -51,6 +51,8 @@ async def read_body(request: web.Request, server: ServerConfig) -> dict[str, obj
                 raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLargeError(f"Request body is larger than the limit of {limit} bytes.") from None
+    except web.RequestPayloadError:  # e.g. Content-Encoding: gzip over bytes that are not gzip
+        raise InvalidRequestError("The request body could not be decoded.", code="invalid_body") from None
     except TimeoutError:
         raise InvalidRequestError("The request body was not received in time.", code="request_timeout",
                                   status=408) from None

@@ -126,3 +126,12 @@ async def test_wrong_methods_and_unknown_paths_are_openai_shaped(gateway):
             assert resp.status == 405 and (await resp.json())["error"]["code"] == "method_not_allowed"
         async with session.post(gateway.url + "/v1/../../etc/passwd", data=b"{}") as resp:
             assert resp.status == 404 and (await resp.json())["error"]["type"] == "invalid_request_error"
+
+
+async def test_a_body_that_cannot_be_decoded_is_a_400(gateway):
+    """``Content-Encoding: gzip`` over bytes that are not gzip is a 400 naming the problem, not a 500."""
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        async with session.post(gateway.url + "/v1/chat/completions", data=b"not gzip at all",
+                                headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}) as resp:
+            assert resp.status == 400
+            assert (await resp.json())["error"]["code"] == "invalid_body"
