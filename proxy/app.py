@@ -41,6 +41,7 @@ from proxy.handlers.admin import (
     warm_model,
 )
 from proxy.handlers.embeddings import embeddings
+from proxy.handlers import messages, native, responses
 from proxy.handlers.generate import chat_completions, completions
 from proxy.handlers.health import healthz, readyz
 from proxy.handlers.models import list_models, retrieve_model
@@ -176,6 +177,9 @@ def create_app(config: Config, *, rng: random.Random | None = None, health_check
     r.add_get("/dashboard", dashboard)
     r.add_get("/dashboard/", dashboard)
     r.add_get("/dashboard/{name}", dashboard_asset)
+    responses.add_routes(r)  # the OpenAI Responses API
+    messages.add_routes(r)  # Anthropic's Messages API
+    native.add_routes(r)  # Ollama's own API
     return app
 
 

@@ -59,6 +59,7 @@ __all__ = [
     "render_error",
     "error_body",
     "sse_error_event",
+    "render_ollama_error",
 ]
 
 
@@ -210,6 +211,17 @@ def render_error(exc: BaseException) -> tuple[int, bytes, dict[str, str]]:
     if isinstance(exc, PassthroughError):
         return exc.status, exc.raw_body, headers
     return exc.status, dumps(exc.body()), headers
+
+
+def render_ollama_error(exc: BaseException) -> tuple[int, bytes, dict[str, str]]:
+    """Status, body and headers for ``exc`` in Ollama's own shape, ``{"error": "message"}``.
+
+    What the ``ollama`` clients, Open WebUI and LangChain's ``ChatOllama`` parse on the native door
+    (``/api/*``); status and headers are those of ``render_error``.
+    """
+    status, _, headers = render_error(exc)
+    message = (exc if isinstance(exc, ProxyError) else _INTERNAL).message
+    return status, dumps({"error": message}), headers
 
 
 def sse_error_event(exc: BaseException) -> bytes:

@@ -1,8 +1,9 @@
 """The one middleware: request id, Host check, authentication and admission, error rendering, and
 the request's accounting (``Accounting.finish``) whatever its fate.
 
-It is the only place that turns exceptions into responses (via ``errors.render_error``): unknown
-paths and wrong methods become OpenAI-shaped 404/405 JSON, an oversized body 413, anything
+It is the only place that turns exceptions into responses, in the shape each door's clients parse:
+Anthropic's for ``/v1/messages``, Ollama's for ``/api/*``, OpenAI's (``errors.render_error``)
+elsewhere. Unknown paths and wrong methods become 404/405, an oversized body 413, anything
 unexpected a generic 500 whose details go only to the log, keyed by the request id.
 """
 
@@ -24,11 +25,13 @@ from proxy.errors import (
     PermissionDeniedError,
     ProxyError,
     render_error,
+    render_ollama_error,
 )
 from proxy.admission import Admission
 from proxy.context import RequestContext
 from proxy.ids import new_id
 from proxy.keys import ACCOUNTING, ADMISSION, CONFIG, CREDENTIAL, CTX
+from proxy.translate.anthropic import render_anthropic_error
 
 __all__ = ["Handler", "gateway_middleware"]
 
@@ -36,6 +39,7 @@ log = logging.getLogger("proxy.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _PUBLIC = frozenset({"/healthz", "/livez", "/readyz"})
 _ADMIN_PREFIXES = ("/metrics", "/admin", "/dashboard", "/status")
+_ADMIN_NATIVE = frozenset({"/api/pull", "/api/delete", "/api/create", "/api/copy", "/api/push"})
 _DRAIN_SECONDS = 2.0  # an early answer: how long the rest of the body is read and dropped, at most
 _DRAIN_BYTES = 16 * 1024 * 1024  # ... and how much of it
 
@@ -75,6 +79,16 @@ async def _authenticate(request: web.Request, admission: Admission) -> None:
         elif auth.enabled:
             raise PermissionDeniedError("Admin endpoints are disabled: configure auth.admin.", code="no_admin")
         return
+    if path in _ADMIN_NATIVE and (auth.enabled or auth.admin_enabled):
+        # Ollama's model-changing calls: the admin credential only; a client credential gets 403
+        if auth.admin_enabled and await admission.authenticate(
+                headers.get("Authorization"), headers.get("x-api-key"), admin=True) is not None:
+            return
+        if auth.enabled and await admission.authenticate(headers.get("Authorization"), headers.get("x-api-key")):
+            raise PermissionDeniedError(f"{path} needs the admin credential.", code="admin_required")
+        admission.failed("admin")
+        raise AuthenticationError("Admin credentials are required.",
+                                  headers={"WWW-Authenticate": admission.www_authenticate})
     if not auth.enabled:
         return
     credential = await admission.authenticate(headers.get("Authorization"), headers.get("x-api-key"))
@@ -135,8 +149,23 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     return response
 
 
+_Renderer = Callable[[BaseException, str], tuple[int, bytes, dict[str, str]]]
+# each door's clients parse their own error shape: (path prefix, renderer); OpenAI's otherwise
+_DIALECTS: tuple[tuple[str, _Renderer], ...] = (
+    ("/v1/messages", lambda exc, rid: render_anthropic_error(exc, request_id=rid)),
+    ("/api/", lambda exc, rid: render_ollama_error(exc)),
+)
+
+
+def _render(exc: BaseException, path: str, request_id: str) -> tuple[int, bytes, dict[str, str]]:
+    for prefix, renderer in _DIALECTS:
+        if path.startswith(prefix):
+            return renderer(exc, request_id)
+    return render_error(exc)
+
+
 def _error_response(ctx: RequestContext, exc: BaseException) -> web.Response:
-    status, body, headers = render_error(exc)
+    status, body, headers = _render(exc, ctx.endpoint, ctx.request_id)
     ctx.status = status
     if ctx.outcome == "ok":
         outcome = getattr(exc, "outcome", None)

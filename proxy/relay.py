@@ -11,7 +11,8 @@ upstream response is closed at once, so Ollama stops generating.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from aiohttp import web
 
@@ -19,10 +20,9 @@ from policies.outcome import Outcome
 from proxy.errors import ProxyError, UpstreamBrokenStreamError, UpstreamStreamError, sse_error_event
 from proxy.jsonio import JSONDecodeError, loads
 from proxy.context import RequestContext
-from proxy.translate.stream import ChatStream, CompletionStream
 from proxy.upstream.backend import UpstreamResponse
 
-__all__ = ["SSE_HEADERS", "relay_ollama_stream", "relay_openai_stream", "ollama_error_line"]
+__all__ = ["SSE_HEADERS", "StreamTranslator", "relay_ollama_stream", "relay_openai_stream", "ollama_error_line"]
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream",
@@ -58,10 +58,31 @@ async def _commit(request: web.Request, ctx: RequestContext, headers: Mapping[st
     return response
 
 
-async def _fail_after_commit(response: web.StreamResponse, ctx: RequestContext, exc: ProxyError) -> None:
+class StreamTranslator(Protocol):
+    """What the relay drives: a chat, completion, Responses or Messages stream translator.
+
+    ``feed`` takes one parsed Ollama line and returns the bytes to send; ``has_output`` turns true
+    at the first real output (the commit point); ``final`` is Ollama's last line once it came. A
+    translator may have ``fail(exc) -> bytes``: the events that end its stream after a failure
+    (the OpenAI ``data: {"error": ...}`` event otherwise).
+    """
+
+    has_output: bool
+    final: Mapping[str, object] | None
+    keep_text: bool
+    text_parts: list[str]
+
+    @property
+    def usage(self) -> Mapping[str, int]: ...
+
+    def feed(self, obj: Mapping[str, object]) -> bytes: ...
+
+
+async def _fail_after_commit(response: web.StreamResponse, ctx: RequestContext, exc: ProxyError,
+                             event: Callable[[BaseException], bytes] = sse_error_event) -> None:
     ctx.outcome = exc.outcome.value if exc.outcome else "error"
     try:
-        await response.write(sse_error_event(exc))
+        await response.write(event(exc))
         await response.write_eof()
     except ConnectionError:
         ctx.outcome = Outcome.CLIENT_DISCONNECT.value
@@ -71,7 +92,7 @@ async def relay_ollama_stream(
     request: web.Request,
     ctx: RequestContext,
     upstream: UpstreamResponse,
-    translator: ChatStream | CompletionStream,
+    translator: StreamTranslator,
     headers: Mapping[str, str],
 ) -> web.StreamResponse:
     """Pump NDJSON lines through ``translator`` to the client, committing on the first output."""
@@ -111,7 +132,7 @@ async def relay_ollama_stream(
         upstream.close()
         if response is None:
             raise
-        await _fail_after_commit(response, ctx, exc)
+        await _fail_after_commit(response, ctx, exc, getattr(translator, "fail", sse_error_event))
         return response
     except ConnectionError:
         # the client went away while we were writing

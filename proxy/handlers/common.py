@@ -69,8 +69,12 @@ async def read_body(request: web.Request, server: ServerConfig) -> dict[str, obj
 
 
 def begin(request: web.Request, body: Mapping[str, object], *, rng: random.Random,
-          accounting: Accounting) -> RequestContext:
-    """Plan the request: the route for the client's model, its arm and attempts (404/403 otherwise)."""
+          accounting: Accounting, user: str | None = None) -> RequestContext:
+    """Plan the request: the route for the client's model, its arm and attempts (404/403 otherwise).
+
+    ``user`` is the sticky key a door reads elsewhere than OpenAI's ``user`` field (Anthropic's
+    ``metadata.user_id``).
+    """
     ctx = request[CTX]
     model = require_str(body, "model")
     if not model:
@@ -81,12 +85,12 @@ def begin(request: web.Request, body: Mapping[str, object], *, rng: random.Rando
         raise PermissionDeniedError(f"The credential '{credential.name}' may not use the model '{model}'.",
                                     param="model")
     policy = ctx.config.policy
-    user = body.get("user")
+    if user is None:
+        user = body.get("user") if isinstance(body.get("user"), str) else None  # type: ignore[assignment]
     route_plan = None
     route = resolve_route(policy, model)
     if route is not None:
-        key = sticky_key(route, api_key=ctx.credential, user=user if isinstance(user, str) else None,
-                         headers=request.headers)
+        key = sticky_key(route, api_key=ctx.credential, user=user, headers=request.headers)
         route_plan = plan(policy, model, key=key, roll=rng.random(), shadow_roll=rng.random(), route=route)
     if route_plan is None:
         raise ModelNotFoundError(model)

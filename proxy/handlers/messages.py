@@ -1,0 +1,11 @@
+"""``/v1/messages`` and ``/v1/messages/count_tokens``: Anthropic's Messages API over Ollama's ``/api/chat`` (routes added by ``add_routes``)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+__all__ = ["add_routes"]
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    """Register this door's routes on ``router``."""
