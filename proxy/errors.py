@@ -26,9 +26,12 @@ Pure: imports neither aiohttp nor yaml. ``render_error`` is called by exactly on
 
 Any error raised from an upstream call carries ``.outcome`` (a ``policies.Outcome``) and ``.backend``
 (the backend's *name*, never its URL or credentials), whatever its class, so fallback rules can act on
-a 404 or a 429 as well as on 5xx. When every fallback has failed the router sets ``final``; 502/503/504
-responses then carry ``x-should-retry: false`` so OpenAI SDKs do not multiply load on a failing
-backend (openai-python retries twice by default).
+a 404 or a 429 as well as on 5xx. An upstream failure that reaches the renderer is final: the router
+has already retried and fallen back as the route says (it sets ``final`` when every attempt failed,
+and raises at once an outcome the route does not fall back on). Such a 5xx, 408 or 409, relayed
+backend answers included, carries ``x-should-retry: false`` so OpenAI SDKs do not multiply load on a
+failing backend (openai-python retries those twice by default); a 429 never does, so clients back off
+with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -193,7 +196,14 @@ class PassthroughError(UpstreamError):
 
 
 _INTERNAL = ProxyError("The gateway had an internal error; see its logs with the request id.")
-_RETRY_STATUSES = frozenset({502, 503, 504})
+_SDK_RETRIED = frozenset({408, 409})  # besides 5xx, what openai-python retries unless told not to
+
+
+def _is_final(exc: ProxyError) -> bool:
+    """True when the gateway's answer is final: no SDK retry should follow it."""
+    if not (exc.final or exc.outcome is not None):
+        return False
+    return exc.status >= 500 or exc.status in _SDK_RETRIED
 
 
 def error_body(exc: BaseException) -> dict[str, object]:
@@ -206,7 +216,7 @@ def render_error(exc: BaseException) -> tuple[int, bytes, dict[str, str]]:
     if not isinstance(exc, ProxyError):
         exc = _INTERNAL
     headers = dict(exc.headers)
-    if exc.final and exc.status in _RETRY_STATUSES:
+    if _is_final(exc):
         headers["x-should-retry"] = "false"
     if isinstance(exc, PassthroughError):
         return exc.status, exc.raw_body, headers

@@ -1,4 +1,5 @@
-"""Streaming answers to the client: Ollama NDJSON -> OpenAI SSE, and OpenAI SSE passed through.
+"""Streaming answers to the client: Ollama NDJSON -> OpenAI SSE, and OpenAI SSE passed through
+(renamed to the client's model, its usage counted).
 
 The relay *commits* (sends status and headers) only when the first real output is ready. Before
 that, an Ollama ``{"error": ...}`` line, a truncated body or a timeout raises a ``ProxyError``
@@ -18,11 +19,11 @@ from aiohttp import web
 
 from policies.outcome import Outcome
 from proxy.errors import ProxyError, UpstreamBrokenStreamError, UpstreamStreamError, sse_error_event
-from proxy.jsonio import JSONDecodeError, loads
+from proxy.jsonio import JSONDecodeError, dumps, loads
 from proxy.context import RequestContext
 from proxy.upstream.backend import UpstreamResponse
 
-__all__ = ["SSE_HEADERS", "StreamTranslator", "relay_ollama_stream", "relay_openai_stream", "ollama_error_line"]
+__all__ = ["SSE_HEADERS", "OpenAIStreamEdit", "StreamTranslator", "relay_ollama_stream", "relay_openai_stream", "ollama_error_line"]
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream",
@@ -156,24 +157,103 @@ async def relay_ollama_stream(
     return response
 
 
+class OpenAIStreamEdit:
+    """Edits an OpenAI-compatible backend's SSE stream line by line, as it passes through.
+
+    Every chunk's ``model`` becomes the name the client asked for (the backend's name stays in
+    ``x-gateway-model``); the usage the gateway asked for (``stream_options.include_usage``) is
+    counted, and when the client did not ask for it the usage-only chunk is dropped and any
+    ``usage`` member removed, so the client sees what it would have seen without the gateway.
+    Lines that are not JSON ``data:`` lines pass through untouched.
+    """
+
+    def __init__(self, *, model: str, client_wants_usage: bool) -> None:
+        self.model = model
+        self.keep_usage = client_wants_usage
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self._rest = b""
+        self._dropping = False  # the blank line that ends a dropped event goes too
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The bytes to send for ``chunk``: whole lines only (a partial line waits for the next chunk)."""
+        *complete, self._rest = (self._rest + chunk).split(b"\n")
+        out = []
+        for line in complete:
+            edited = self._line(line)
+            if edited is not None:
+                out.append(edited + b"\n")
+        return b"".join(out)
+
+    def close(self) -> bytes:
+        """Whatever is left of an unterminated last line."""
+        rest, self._rest = self._rest, b""
+        edited = self._line(rest) if rest else None
+        return edited or b""
+
+    def _line(self, line: bytes) -> bytes | None:
+        if self._dropping:
+            self._dropping = False
+            if not line.strip(b"\r"):
+                return None
+        if not line.startswith(b"data:"):
+            return line
+        data = line[5:].strip()
+        if not data.startswith(b"{"):
+            return line  # [DONE]
+        try:
+            obj = loads(data)
+        except JSONDecodeError:
+            return line
+        if not isinstance(obj, dict):
+            return line
+        usage = obj.get("usage")
+        if isinstance(usage, dict):
+            self.prompt_tokens = _int(usage.get("prompt_tokens"))
+            self.completion_tokens = _int(usage.get("completion_tokens"))
+        if not self.keep_usage and "usage" in obj:
+            if usage is not None and not obj.get("choices"):
+                self._dropping = True
+                return None
+            del obj["usage"]
+        if "model" in obj:
+            obj["model"] = self.model
+        return b"data: " + dumps(obj)
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 async def relay_openai_stream(
     request: web.Request,
     ctx: RequestContext,
     upstream: UpstreamResponse,
     headers: Mapping[str, str],
+    edit: OpenAIStreamEdit | None = None,
 ) -> web.StreamResponse:
-    """Pass an OpenAI-compatible backend's SSE stream through unchanged, committing on its first bytes."""
+    """Pass an OpenAI-compatible backend's SSE stream through, committing on its first bytes.
+
+    With ``edit``, each line is edited as ``OpenAIStreamEdit`` says and its usage is counted.
+    """
     response: web.StreamResponse | None = None
     clock = time.perf_counter
     waited_from = clock()
     try:
         async for chunk in upstream.chunks():
             ctx.upstream_wait += clock() - waited_from
+            if edit is not None:
+                chunk = edit.feed(chunk)
+            if chunk:
+                if response is None:
+                    response = await _commit(request, ctx, headers)
+                    ctx.ttft = clock() - ctx.started
+                await response.write(chunk)
+            waited_from = clock()
+        if edit is not None and (rest := edit.close()):
             if response is None:
                 response = await _commit(request, ctx, headers)
-                ctx.ttft = clock() - ctx.started
-            await response.write(chunk)
-            waited_from = clock()
+            await response.write(rest)
     except ProxyError as exc:
         if response is None:
             raise
@@ -189,6 +269,8 @@ async def relay_openai_stream(
     if response is None:
         raise UpstreamBrokenStreamError(f"backend {ctx.backend} sent an empty stream",
                                         outcome=Outcome.BROKEN_STREAM, backend=ctx.backend)
+    if edit is not None:
+        ctx.prompt_tokens, ctx.completion_tokens = edit.prompt_tokens, edit.completion_tokens
     try:
         await response.write_eof()
     except ConnectionError:

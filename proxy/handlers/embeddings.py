@@ -13,7 +13,7 @@ from aiohttp import web
 from policies.model import Attempt
 from proxy.endpoints import EMBEDDING
 from proxy.handlers.common import begin, json_answer, json_response, read_body, response_headers
-from proxy.handlers.generate import translate_once
+from proxy.handlers.generate import openai_answer_as_client, translate_once, with_gateway_headers
 from proxy.jsonio import dumps
 from proxy.keys import ACCOUNTING, CTX, ROUTER
 from proxy.upstream.backend import Upstream
@@ -36,7 +36,8 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
             raw = await upstream.fetch("POST", EMBEDDING.openai_path, dumps({**body, "model": attempt.model}),
                                        model=attempt.model)
             ctx.upstream_wait += time.perf_counter() - t0
-            return web.Response(body=raw, content_type="application/json", headers=response_headers(ctx))
+            return web.Response(body=openai_answer_as_client(ctx, raw), content_type="application/json",
+                                headers=response_headers(ctx))
         raw = await upstream.fetch("POST", EMBEDDING.ollama_path, dumps({**native, "model": attempt.model}),
                                    model=attempt.model)
         ctx.upstream_wait += time.perf_counter() - t0
@@ -46,4 +47,4 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
         ctx.timings = {k: v for k, v in answer.items() if k != "embeddings"}
         return json_response(out, response_headers(ctx))
 
-    return await app[ROUTER].run(ctx, call)
+    return await app[ROUTER].run(ctx, with_gateway_headers(ctx, call))

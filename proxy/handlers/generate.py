@@ -10,7 +10,7 @@ unchanged in shape, so a cloud fallback is transparent.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -18,16 +18,19 @@ from aiohttp import web
 from policies.model import Attempt
 from proxy.context import RequestContext
 from proxy.endpoints import CHAT, COMPLETION, Endpoint
-from proxy.errors import InvalidRequestError
+from proxy.errors import InvalidRequestError, ProxyError
 from proxy.handlers.common import begin, created_now, json_answer, json_response, read_body, response_headers
 from proxy.ids import new_id
 from proxy.imagefetch import ImageFetcher, ImageFetchError
 from proxy.jsonio import JSONDecodeError, dumps, loads
 from proxy.keys import ACCOUNTING, CTX, IMAGES, ROUTER, SHADOWS
-from proxy.relay import ollama_error_line, relay_ollama_stream, relay_openai_stream
+from proxy.relay import OpenAIStreamEdit, ollama_error_line, relay_ollama_stream, relay_openai_stream
 from proxy.upstream.backend import Upstream
 
-__all__ = ["chat_completions", "completions", "translate_once"]
+__all__ = ["Call", "chat_completions", "completions", "include_usage_of", "openai_answer_as_client",
+           "translate_once", "with_gateway_headers"]
+
+Call = Callable[[Attempt, Upstream], Awaitable[web.StreamResponse]]
 
 # stands in for a remote image while the body is validated, before anything is fetched
 _PLACEHOLDER_IMAGE = "data:image/png;base64,iVBORw0KGgo="
@@ -74,8 +77,7 @@ async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamRespo
         if ctx.stream:
             resp = await upstream.send("POST", endpoint.ollama_path, payload, model=attempt.model)
             ctx.upstream_wait += time.perf_counter() - t0
-            stream_options = body.get("stream_options")
-            include_usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True
+            include_usage = include_usage_of(body)
             translator = endpoint.stream(completion_id=completion_id, created=created,  # type: ignore[misc]
                                          model=ctx.client_model, include_usage=include_usage, **options)
             translator.keep_text = keep_text
@@ -96,7 +98,20 @@ async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamRespo
             ctx.answer_text = str(choice.get("text") or (choice.get("message") or {}).get("content") or "")
         return json_response(out, response_headers(ctx))
 
-    return await app[ROUTER].run(ctx, call)
+    return await app[ROUTER].run(ctx, with_gateway_headers(ctx, call))
+
+
+def with_gateway_headers(ctx: RequestContext, call: Call) -> Call:
+    """``call`` whose failures carry the ``x-gateway-*`` headers of the attempt that failed."""
+
+    async def attempt_call(attempt: Attempt, upstream: Upstream) -> web.StreamResponse:
+        try:
+            return await call(attempt, upstream)
+        except ProxyError as exc:
+            exc.headers = {**response_headers(ctx), **exc.headers}
+            raise
+
+    return attempt_call
 
 
 def _remote_images(body: Mapping[str, object]) -> list[tuple[int, int]]:
@@ -146,27 +161,58 @@ async def _fetch_images(fetcher: ImageFetcher, body: dict[str, object], remote: 
 
 async def _call_openai(request: web.Request, ctx: RequestContext, body: Mapping[str, object],
                        attempt: Attempt, upstream: Upstream, endpoint: Endpoint) -> web.StreamResponse:
-    payload = dumps({**body, "model": attempt.model})
+    """The client's body for ``attempt``'s model; the answer carries the client's model name.
+
+    A stream asks the backend for its usage (``stream_options.include_usage``) so the request is
+    metered with real tokens; the usage chunk is dropped again when the client did not ask for it.
+    """
+    sent: dict[str, object] = {**body, "model": attempt.model}
+    client_wants_usage = include_usage_of(body)
+    if ctx.stream:
+        options = body.get("stream_options")
+        sent["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+    payload = dumps(sent)
     t0 = time.perf_counter()
     if ctx.stream:
         resp = await upstream.send("POST", endpoint.openai_path, payload, model=attempt.model)
         ctx.upstream_wait += time.perf_counter() - t0
-        return await relay_openai_stream(request, ctx, resp, response_headers(ctx))
+        edit = OpenAIStreamEdit(model=ctx.client_model, client_wants_usage=client_wants_usage)
+        return await relay_openai_stream(request, ctx, resp, response_headers(ctx), edit)
     raw = await upstream.fetch("POST", endpoint.openai_path, payload, model=attempt.model)
     ctx.upstream_wait += time.perf_counter() - t0
-    _count_openai_usage(ctx, raw)
-    return web.Response(body=raw, content_type="application/json", headers=response_headers(ctx))
+    return web.Response(body=openai_answer_as_client(ctx, raw), content_type="application/json",
+                        headers=response_headers(ctx))
 
 
-def _count_openai_usage(ctx: RequestContext, raw: bytes) -> None:
+def include_usage_of(body: Mapping[str, object]) -> bool:
+    """Whether the client asked for a stream's usage chunk (``stream_options.include_usage``)."""
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+def openai_answer_as_client(ctx: RequestContext, raw: bytes) -> bytes:
+    """An OpenAI-compatible backend's whole answer under the client's model name, its usage counted.
+
+    A body that is not a JSON object passes unchanged (the client's SDK reports it as it would).
+    """
     try:
         answer = loads(raw)
     except JSONDecodeError:
-        return
-    usage = answer.get("usage") if isinstance(answer, dict) else None
+        return raw
+    if not isinstance(answer, dict):
+        return raw
+    usage = answer.get("usage")
     if isinstance(usage, dict):
-        ctx.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-        ctx.completion_tokens = int(usage.get("completion_tokens") or 0)
+        ctx.prompt_tokens = _tokens(usage.get("prompt_tokens"))
+        ctx.completion_tokens = _tokens(usage.get("completion_tokens"))
+    if "model" not in answer:
+        return raw
+    answer["model"] = ctx.client_model
+    return dumps(answer)
+
+
+def _tokens(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
