@@ -669,7 +669,8 @@ def test_error_body_may_carry_the_request_id() -> None:
     (PayloadTooLargeError("big"), 413, "request_too_large", {}),
     (RateLimitedError("slow", headers={"Retry-After": "3"}), 429, "rate_limit_error", {"Retry-After": "3"}),
     (ServiceUnavailableError("busy"), 503, "overloaded_error", {}),
-    (UpstreamStreamError("boom", outcome=Outcome.STREAM_ERROR, backend="b"), 502, "api_error", {}),
+    (UpstreamStreamError("boom", outcome=Outcome.STREAM_ERROR, backend="b"), 502, "api_error",
+     {"x-should-retry": "false"}),  # an upstream failure reaching the renderer is final
 ])
 def test_the_error_tree_renders_in_anthropic_shape(exc: Exception, status: int, kind: str,
                                                    headers: dict[str, str]) -> None:
