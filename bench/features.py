@@ -1,12 +1,14 @@
 """CPU per non-streamed request of the gateway with features switched off one at a time.
 
 Attributes the gateway's cost: the bare pass-through, the gateway fully on (auth, metrics, request log,
-a 50/50 split), and the gateway without the request log, without metrics, without auth, and with all
-three off. Each variant runs wrk -c16 for 3 s after a 1 s warm-up; rounds are interleaved and the
+a 50/50 split), the gateway without the request log, without metrics, without auth, and with all
+three off, and ``session``: fully on, but with a tuned ``aiohttp.ClientSession`` as its backend client
+instead of its own HTTP/1.1 client (``bench/session_pool.py``). Each variant runs wrk -c16 for 3 s after a 1 s warm-up; rounds are interleaved and the
 median of the proxy process's CPU time per request is printed. Loopback only; every process stopped.
 
     .venv/bin/python -m bench.features 4                   # 4 rounds of every variant
     .venv/bin/python -m bench.features 4 pass full bare    # chosen variants
+    .venv/bin/python -m bench.features 5 pass full session # the backend client against ClientSession
 """
 import json
 import os
@@ -56,7 +58,7 @@ base = {"backends": [{"name": "a", "url": f"http://127.0.0.1:{fport}"}, {"name":
         "routes": [{"name": "bench", "models": ["bench-model"], "targets": [{"backend": "a", "model": "bench-model", "weight": 50}, {"backend": "b", "model": "bench-model", "weight": 50}]}],
         "auth": {"credentials": [{"name": "bench", "api_key": "sk-bench"}]},
         "logging": {"requests": True, "file": WORK + "/requests.log", "level": "warning"}, "metrics": {"enabled": True}}
-variants = sys.argv[2:] or ["pass", "full", "nolog", "nometrics", "noauth", "bare"]
+variants = sys.argv[2:] or ["pass", "full", "nolog", "nometrics", "noauth", "bare", "session"]
 
 
 def _variant(v):
@@ -74,7 +76,8 @@ def _variant(v):
         del cfg["auth"]
     with open(WORK + "/gateway.yaml", "w") as handle:
         handle.write(yaml.safe_dump(cfg))
-    run("gateway-" + v, [PY, "-m", "proxy", "--config", WORK + "/gateway.yaml", "--port", str(port)], port)
+    module = "bench.session_pool" if v == "session" else "proxy"
+    run("gateway-" + v, [PY, "-m", module, "--config", WORK + "/gateway.yaml", "--port", str(port)], port)
 
 
 try:

@@ -300,7 +300,7 @@ async def test_an_oversized_bearer_secret_never_reaches_a_log(gateway, caplog):
     assert (answer.status, answer.error()["code"], closed) == (431, "header_too_large", True)
     logged = caplog.text + "".join(f"{r.getMessage()} {r.args!r} {r.exc_info!r} {r.exc_text}" for r in caplog.records)
     assert "SeCrEt" not in logged and "SeCrEt" not in answer.body.decode()
-    assert [r.levelname for r in caplog.records if r.name == "proxy.server"] == ["INFO"]
+    assert [r.levelname for r in caplog.records if r.name == "proxy.connection"] == ["INFO"]
 
 
 # -- early answers: 413 ----------------------------------------------------------------------------
