@@ -177,7 +177,7 @@ def create_app(config: Config, *, rng: random.Random | None = None, health_check
     r.add_get("/dashboard", dashboard)
     r.add_get("/dashboard/", dashboard)
     r.add_get("/dashboard/{name}", dashboard_asset)
-    responses.add_routes(r)  # the OpenAI Responses API
+    responses.add_routes(app)  # the OpenAI Responses API
     messages.add_routes(r)  # Anthropic's Messages API
     native.add_routes(r)  # Ollama's own API
     return app
