@@ -59,8 +59,9 @@ class Timeouts:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BackendConfig:
     name: str
-    kind: str  # "ollama" | "openai"
-    url: str  # no trailing slash; for openai, the base that /chat/completions is appended to
+    kind: str  # "ollama" | "openai" | "anthropic"
+    url: str  # no trailing slash; for openai, the base that /chat/completions is appended to; for
+    # anthropic, the base that /v1/messages is appended to (https://api.anthropic.com)
     username: str | None = None
     password: str | None = None
     api_key: str | None = None
@@ -190,7 +191,7 @@ def _backends(root: Section, environ: Mapping[str, str]) -> tuple[BackendConfig,
         elif name in seen:
             root.problems.add(s.at("name"), f"duplicate backend name {name!r}")
         seen.add(name)
-        kind = s.str("type", "ollama", choices=("ollama", "openai"))
+        kind = s.str("type", "ollama", choices=("ollama", "openai", "anthropic"))
         url = s.custom("url", _url, "")
         username = s.str("username", None)
         password = s.str("password", None)
@@ -200,6 +201,13 @@ def _backends(root: Section, environ: Mapping[str, str]) -> tuple[BackendConfig,
                               "username and password go together (HTTP Basic towards the backend)")
         if api_key is not None and username is not None:
             root.problems.add(s.at("api_key"), "use either api_key (Bearer) or username/password, not both")
+        if kind == "anthropic":  # x-api-key only, from the environment: api_key: ${ANTHROPIC_API_KEY}
+            if username is not None:
+                root.problems.add(s.at("username"), "an anthropic backend takes api_key (x-api-key), "
+                                  "not username/password")
+            if api_key is None:
+                root.problems.add(s.at("api_key"), "is required for an anthropic backend "
+                                  "(e.g. api_key: ${ANTHROPIC_API_KEY})")
         out.append(BackendConfig(
             name=name, kind=kind or "ollama", url=url or "", username=username, password=password,
             api_key=api_key, tls_verify=s.bool("tls_verify", True), ca_bundle=s.str("ca_bundle", None),

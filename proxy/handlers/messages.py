@@ -1,11 +1,195 @@
-"""``/v1/messages`` and ``/v1/messages/count_tokens``: Anthropic's Messages API over Ollama's ``/api/chat`` (routes added by ``add_routes``)."""
+"""``/v1/messages`` and ``/v1/messages/count_tokens``: Anthropic's Messages API over Ollama's ``/api/chat``.
+
+Served like chat completions (same routes, splits, fallback, auth, limits, metrics and request
+log): the body is translated once (``proxy.translate.anthropic``, every field checked) before any
+backend is called. An Ollama backend gets the translation with its attempt's model and its answer
+is translated back, streamed as Anthropic's SSE events; an ``anthropic`` backend (an
+Anthropic-compatible cloud) gets the client's body with the model renamed and its answer, stream
+and errors are relayed unchanged. An ``openai`` backend cannot serve this door (no translation
+exists): the attempt fails with an error naming the backend type.
+
+``?beta=true`` (Claude Code) and the ``anthropic-version`` / ``anthropic-beta`` headers are accepted
+and ignored. A model that cannot think answers Ollama's 400 "does not support thinking" to a
+request with thinking on (Claude Code asks for it with any model): the attempt is sent once more
+without ``think``, as Ollama's own Anthropic layer drops it.
+
+``count_tokens`` answers an *estimate* (``count_tokens_estimate``) without calling a backend, for a
+model some route serves and the caller may use (404 / 403 otherwise, as Anthropic answers an
+unknown model).
+"""
 
 from __future__ import annotations
 
+import logging
+import time
+from typing import Any
+
 from aiohttp import web
 
-__all__ = ["add_routes"]
+from policies.model import Attempt
+from policies.plan import resolve_route
+from proxy.auth import model_allowed
+from proxy.context import RequestContext
+from proxy.errors import InvalidRequestError, ModelNotFoundError, PermissionDeniedError, UpstreamStatusError
+from proxy.handlers.common import begin, json_answer, json_response, read_body, response_headers
+from proxy.ids import new_id
+from proxy.jsonio import JSONDecodeError, dumps, loads
+from proxy.keys import ACCOUNTING, CREDENTIAL, CTX, ROUTER
+from proxy.relay import ollama_error_line, relay_ollama_stream, relay_openai_stream
+from proxy.translate.anthropic import (
+    MessagesStream,
+    count_tokens_estimate,
+    messages_request_to_ollama,
+    ollama_chat_to_anthropic,
+    user_of,
+)
+from proxy.translate.fields import require_str
+from proxy.upstream.backend import Upstream
+
+__all__ = ["add_routes", "messages", "count_tokens"]
+
+log = logging.getLogger("proxy.handlers.messages")
+_OLLAMA_PATH = "/api/chat"
+_ANTHROPIC_PATH = "/v1/messages"
+_NO_THINKING = "does not support thinking"  # Ollama's 400 for think on a model without the capability
+
+
+def _cloud_path(request: web.Request) -> str:
+    # only the one query Claude-style clients add is passed on, never arbitrary client input
+    return _ANTHROPIC_PATH + ("?beta=true" if request.query.get("beta") == "true" else "")
+
+
+def _count_usage(ctx: RequestContext, raw: bytes) -> None:
+    """An Anthropic answer's usage, for metrics, limits and the request log."""
+    try:
+        answer = loads(raw)
+    except JSONDecodeError:
+        return
+    usage = answer.get("usage") if isinstance(answer, dict) else None
+    if isinstance(usage, dict):
+        ctx.prompt_tokens = _tokens(usage.get("input_tokens"))
+        ctx.completion_tokens = _tokens(usage.get("output_tokens"))
+
+
+def _tokens(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _no_translation(upstream: Upstream) -> UpstreamStatusError:
+    exc = UpstreamStatusError(
+        f"backend {upstream.name} is of type {upstream.kind}: no translation exists from Anthropic's "
+        "Messages API to it (route Messages requests to ollama or anthropic backends)",
+        code="unsupported_backend", backend=upstream.name)
+    exc.final = True  # a retry cannot help (x-should-retry: false)
+    return exc
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/messages``: a Messages request, whole or streamed."""
+    app = request.app
+    ctx = request[CTX]
+    config = ctx.config
+    body = await read_body(request, config.server)
+    begin(request, body, rng=app[ROUTER].rng, accounting=app[ACCOUNTING], user=user_of(body))
+    route = ctx.plan.route  # type: ignore[union-attr]
+    # no route setting caps max_tokens yet (None: the translator's own bound)
+    translated = messages_request_to_ollama(body, model=ctx.client_model, max_tokens_cap=None,
+                                            default_options=route.options, default_keep_alive=route.keep_alive,
+                                            thinking_capable=None)
+    if translated.dropped:
+        log.info("request %s: tools left out (they cannot run on Ollama): %s", ctx.request_id,
+                 ", ".join(translated.dropped))
+    native, plan = translated.native, translated.plan
+    keep_text = config.logging.include_prompts
+    if keep_text:
+        ctx.prompt_text = dumps(body.get("messages")).decode()
+    message_id = new_id("msg_")
+    payloads: dict[tuple[str, bool], bytes] = {}
+
+    def payload_for(model: str, think: bool) -> bytes:
+        key = (model, think)
+        if key not in payloads:
+            sent = {**native, "model": model}
+            if not think:
+                sent.pop("think", None)
+            payloads[key] = dumps(sent)
+        return payloads[key]
+
+    async def call(attempt: Attempt, upstream: Upstream) -> web.StreamResponse:
+        if upstream.kind == "anthropic":
+            return await _call_anthropic(request, ctx, body, attempt, upstream)
+        if upstream.kind != "ollama":
+            raise _no_translation(upstream)
+        think = "think" in native and native["think"] is not False
+        t0 = time.perf_counter()
+        try:
+            if ctx.stream:
+                resp = await upstream.send("POST", _OLLAMA_PATH, payload_for(attempt.model, True), model=attempt.model)
+            else:
+                raw = await upstream.fetch("POST", _OLLAMA_PATH, payload_for(attempt.model, True), model=attempt.model)
+        except InvalidRequestError as exc:
+            if not (think and _NO_THINKING in exc.message):
+                raise
+            # the model cannot think: ask again without thinking rather than fail the client
+            if ctx.stream:
+                resp = await upstream.send("POST", _OLLAMA_PATH, payload_for(attempt.model, False), model=attempt.model)
+            else:
+                raw = await upstream.fetch("POST", _OLLAMA_PATH, payload_for(attempt.model, False), model=attempt.model)
+        ctx.upstream_wait += time.perf_counter() - t0
+        if ctx.stream:
+            translator = MessagesStream(message_id=message_id, model=ctx.client_model, plan=plan,
+                                        input_tokens=count_tokens_estimate(body)["input_tokens"])
+            translator.keep_text = keep_text
+            return await relay_ollama_stream(request, ctx, resp, translator, response_headers(ctx))
+        answer = json_answer(raw, upstream.name)
+        error = ollama_error_line(answer, upstream.name)
+        if error is not None:
+            raise error
+        out: Any = ollama_chat_to_anthropic(answer, message_id=message_id, model=ctx.client_model, plan=plan)
+        ctx.prompt_tokens = out["usage"]["input_tokens"]
+        ctx.completion_tokens = out["usage"]["output_tokens"]
+        ctx.timings = answer
+        if keep_text:
+            ctx.answer_text = "".join(str(b.get("text", "")) for b in out["content"] if b.get("type") == "text")
+        return json_response(out, response_headers(ctx))
+
+    return await app[ROUTER].run(ctx, call)
+
+
+async def _call_anthropic(request: web.Request, ctx: RequestContext, body: dict[str, object],
+                          attempt: Attempt, upstream: Upstream) -> web.StreamResponse:
+    """The client's body with the attempt's model, to an Anthropic-compatible cloud; its answer as is."""
+    payload = dumps({**body, "model": attempt.model})
+    path = _cloud_path(request)
+    t0 = time.perf_counter()
+    if ctx.stream:
+        resp = await upstream.send("POST", path, payload, model=attempt.model)
+        ctx.upstream_wait += time.perf_counter() - t0
+        return await relay_openai_stream(request, ctx, resp, response_headers(ctx))  # any SSE, bytes unchanged
+    raw = await upstream.fetch("POST", path, payload, model=attempt.model)
+    ctx.upstream_wait += time.perf_counter() - t0
+    _count_usage(ctx, raw)
+    return web.Response(body=raw, content_type="application/json", headers=response_headers(ctx))
+
+
+async def count_tokens(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/messages/count_tokens``: ``{"input_tokens": N}``, an estimate; no backend is called."""
+    ctx = request[CTX]
+    body = await read_body(request, ctx.config.server)
+    model = require_str(body, "model")
+    if not model:
+        raise InvalidRequestError("Invalid 'model': empty string.", param="model")
+    ctx.client_model = model
+    credential = request.get(CREDENTIAL)
+    if credential is not None and not model_allowed(credential, model):
+        raise PermissionDeniedError(f"The credential '{credential.name}' may not use the model '{model}'.",
+                                    param="model")
+    if resolve_route(ctx.config.policy, model) is None:
+        raise ModelNotFoundError(model)
+    return json_response(count_tokens_estimate(body), {"X-Request-ID": ctx.request_id})
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
     """Register this door's routes on ``router``."""
+    router.add_post("/v1/messages", messages)
+    router.add_post("/v1/messages/count_tokens", count_tokens)

@@ -17,7 +17,8 @@ which documents the whole API; this module owns the answer side of it.
   are streamed as they are generated. Like ``ChatStream`` it exposes ``has_output`` (real output
   or the end was produced: the relay may commit), ``final`` (the done object), ``usage`` (with the
   relay's ``prompt_tokens`` / ``completion_tokens`` names), ``keep_text`` and ``text_parts``.
-- ``anthropic_error_event(exc)``: the ``event: error`` that ends a stream after its first byte.
+- ``anthropic_error_event(exc)``: the ``event: error`` that ends a stream after its first byte
+  (also ``MessagesStream.fail(exc)``, which the relay calls).
 - ``anthropic_error_type`` / ``anthropic_error_body`` / ``render_anthropic_error``: the error tree
   in Anthropic's shape, ``{"type": "error", "error": {"type", "message"}}``.
 
@@ -249,6 +250,10 @@ class MessagesStream:
             return self._delta({"type": "input_json_delta", "partial_json": rest})
         return self._tool_use(call.name, rest)
 
+    def fail(self, exc: BaseException) -> bytes:
+        """The events that end the stream after a failure once it started: Anthropic's ``error`` event."""
+        return anthropic_error_event(exc)
+
     def feed(self, obj: Mapping[str, object]) -> bytes:
         """Take one native stream object; return the SSE bytes to send for it now (maybe ``b""``)."""
         message = obj.get("message")
@@ -312,12 +317,23 @@ def anthropic_error_body(status: int, message: str, *, request_id: str | None = 
     return body
 
 
+def _passed(exc: BaseException) -> object:
+    if not isinstance(exc, PassthroughError):
+        return None
+    try:
+        return loads(exc.raw_body)
+    except JSONDecodeError:
+        return None
+
+
+def _is_anthropic_error(body: object) -> bool:
+    return (isinstance(body, dict) and body.get("type") == "error" and isinstance(body.get("error"), dict)
+            and isinstance(body["error"].get("type"), str))
+
+
 def _message_of(exc: BaseException) -> str:
-    if isinstance(exc, PassthroughError):  # an OpenAI-compatible backend's body: keep its message
-        try:
-            raw = loads(exc.raw_body)
-        except JSONDecodeError:
-            raw = None
+    if isinstance(exc, PassthroughError):  # a backend's own body: keep its message
+        raw = _passed(exc)
         error = raw.get("error") if isinstance(raw, dict) else None
         message = error.get("message") if isinstance(error, dict) else error
         if isinstance(message, str) and message:
@@ -330,13 +346,19 @@ def render_anthropic_error(exc: BaseException, *, request_id: str | None = None)
     """Status, Anthropic JSON body and headers for ``exc``.
 
     Status and headers are those of the OpenAI rendering (``Retry-After``, ``WWW-Authenticate``,
-    ``x-should-retry: false`` once every fallback failed, which anthropic-python honours too).
+    ``x-should-retry: false`` once every fallback failed, which anthropic-python honours too). An
+    Anthropic backend's own error body (already in this shape) is relayed unchanged.
     """
-    status, _, headers = render_error(exc)
+    status, raw, headers = render_error(exc)
+    if _is_anthropic_error(_passed(exc)):
+        return status, raw, headers
     return status, dumps(anthropic_error_body(status, _message_of(exc), request_id=request_id)), headers
 
 
 def anthropic_error_event(exc: BaseException) -> bytes:
     """The SSE ``error`` event that ends a stream after its first byte (the status is already 200)."""
     status = exc.status if isinstance(exc, ProxyError) else 500
+    passed = _passed(exc)
+    if _is_anthropic_error(passed):
+        return _event("error", passed)  # type: ignore[arg-type]
     return _event("error", anthropic_error_body(status, _message_of(exc)))

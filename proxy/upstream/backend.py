@@ -43,9 +43,11 @@ from proxy.errors import (
 )
 from proxy.jsonio import JSONDecodeError, loads
 
-__all__ = ["Upstream", "UpstreamResponse", "open_upstreams", "close_upstreams"]
+__all__ = ["ANTHROPIC_VERSION", "Upstream", "UpstreamResponse", "open_upstreams", "close_upstreams"]
 
 log = logging.getLogger("proxy.upstream.backend")
+ANTHROPIC_VERSION = "2023-06-01"  # the anthropic-version header sent to an Anthropic backend
+_ANTHROPIC_PATHS = ("/v1/messages", "/v1/models")  # what an Anthropic backend is asked (models: health)
 _ERROR_BODY_LIMIT = 64 * 1024
 
 
@@ -210,7 +212,11 @@ class Upstream:
         self.outstanding = 0
         tls = _ssl_context(cfg)
         headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
-        if cfg.api_key:  # an empty key (e.g. ${OPENAI_API_KEY:-} unset) sends no header
+        if cfg.kind == "anthropic":  # Anthropic's own scheme; never an Authorization header
+            if cfg.api_key:
+                headers["x-api-key"] = cfg.api_key
+            headers["anthropic-version"] = ANTHROPIC_VERSION
+        elif cfg.api_key:  # an empty key (e.g. ${OPENAI_API_KEY:-} unset) sends no header
             headers["Authorization"] = f"Bearer {cfg.api_key}"
         elif cfg.username is not None:
             token = base64.b64encode(f"{cfg.username}:{cfg.password or ''}".encode()).decode("ascii")
@@ -231,6 +237,7 @@ class Upstream:
         first, idle, read = self._timeouts
         if first_byte is not None:
             first = first_byte
+        self._check_path(path)
         try:
             resp = await self.pool.request(method, path, body, deadline=asyncio.get_running_loop().time() + first)
         except BaseException as exc:
@@ -246,6 +253,7 @@ class Upstream:
         One deadline, kept by the backend connection, serves both phases: ``first_byte`` until the
         answer starts, then moved to ``read``; a non-2xx answer raises the same ProxyError as ``send``.
         """
+        self._check_path(path)
         loop = asyncio.get_running_loop()
         first, _, read = self._timeouts
         if first_byte is not None:
@@ -265,6 +273,21 @@ class Upstream:
         if resp.status >= 300:
             raise await self._status_error(resp, model)
         return raw
+
+    def _check_path(self, path: str) -> None:
+        """An Anthropic backend serves Messages requests only: anything else fails here, unsent.
+
+        No translation exists from the other doors (chat completions, completions, embeddings,
+        Ollama's native calls) to Anthropic's API, so the route's attempt fails at once with an
+        error naming the backend type (no fallback: the route itself is misconfigured for the call).
+        """
+        if self.kind == "anthropic" and not path.startswith(_ANTHROPIC_PATHS):
+            exc = UpstreamStatusError(
+                f"backend {self.name} is of type anthropic: it serves only Anthropic Messages requests "
+                "(POST /v1/messages); no translation exists for this endpoint", code="unsupported_backend",
+                backend=self.name)
+            exc.final = True  # a retry cannot help (x-should-retry: false)
+            raise exc
 
     async def _status_error(self, resp: Response, model: str | None) -> ProxyError:
         """The error for a non-2xx answer, from its body read within ``idle`` (what arrived, if cut).
@@ -288,6 +311,9 @@ class Upstream:
         if self.kind == "openai":
             return PassthroughError(status, raw or b'{"error":{"message":"backend error","type":"api_error",'
                                     b'"param":null,"code":null}}', outcome=outcome, backend=self.name, headers=extra)
+        if self.kind == "anthropic":  # relayed in Anthropic's own shape (the Messages door keeps it as is)
+            return PassthroughError(status, raw or b'{"type":"error","error":{"type":"api_error",'
+                                    b'"message":"backend error"}}', outcome=outcome, backend=self.name, headers=extra)
         message = _ollama_message(raw) or f"HTTP {status}"
         common = {"outcome": outcome, "backend": self.name}
         if status == 404:
