@@ -1,8 +1,11 @@
 """Finishing a request: its metrics, its request-log line, and the bounded model label both use.
 
 ``Accounting.finish(ctx)`` is called once per request by the middleware, whatever the request's
-fate. Labels are bounded: a model label is a configured route name or alias, or a model some
-backend has installed, otherwise ``other`` (client input never becomes a label by itself).
+fate. Labels are bounded: a model label is a configured route name, alias or target model, or a
+model some backend has installed, otherwise ``other`` (client input never becomes a label by
+itself). ``name`` and ``name:latest`` are one model: either spelling, configured or installed,
+lets the name be a label as the client wrote it. Ollama's own timings are labelled with the model
+the backend served (``ctx.model``), not the client's alias.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from policies.names import model_spellings
 from policies.plan import is_glob
 from proxy.backends import Backends
 from proxy.config import Config
@@ -36,8 +40,11 @@ class Accounting:
     def configure(self, config: Config) -> None:
         """Adopt a (re)loaded config: the exact model names that may be labels, cloud prices."""
         self.prices = config.metrics.cloud_prices
-        self.exact_models = frozenset(
-            name for route in config.policy.routes for name in route.models if not is_glob(name))
+        names = {name for route in config.policy.routes for name in route.models if not is_glob(name)}
+        for route in config.policy.routes:
+            targets = (*route.targets, *route.fallback, *((route.shadow.target,) if route.shadow else ()))
+            names.update(t.model for t in targets if t.model is not None)
+        self.exact_models = frozenset(spelling for name in names for spelling in model_spellings(name))
 
     def started(self, ctx: RequestContext) -> None:
         """The request was planned onto a route: count it in flight until ``finish``."""
@@ -49,7 +56,7 @@ class Accounting:
         """A bounded metric label: a configured or installed model name, never raw client input."""
         if model in self.exact_models or self.backends.installed(model):
             return model
-        return "other"
+        return "other"  # also the empty name
 
     def finish(self, ctx: RequestContext) -> None:
         """Record one finished request in metrics and the request log."""
@@ -71,13 +78,15 @@ class Accounting:
             if upstream is not None and upstream.kind == "ollama":
                 price = self.prices.get(ctx.client_model) or self.prices.get(ctx.route)
             timings = ctx.timings if ctx.timings and "load_duration" in ctx.timings else None
+            model = self.model_label(ctx.client_model)
+            served = model if ctx.model is None or ctx.model == ctx.client_model else self.model_label(ctx.model)
             metrics.observe_request(
-                ctx.route, self.model_label(ctx.client_model), backend, ctx.outcome, ctx.status, duration=duration,
+                ctx.route, model, backend, ctx.outcome, ctx.status, duration=duration,
                 upstream_wait=ctx.upstream_wait, ttft=ctx.ttft, prompt_tokens=ctx.prompt_tokens,
                 completion_tokens=ctx.completion_tokens, ollama_timings=timings,  # type: ignore[arg-type]
-                cloud_price=price)
+                ollama_model=served, cloud_price=price)
             metrics.split_arm(ctx.route, ctx.plan.attempts[0].target.label())
-            for failed, reason, to in ctx.fallbacks:
+            for failed, reason, to in ctx.fallbacks:  # only fallbacks that reached another backend
                 metrics.fallback(ctx.route, failed, to, reason)
         if self.request_log is not None:
             self.request_log.write(_log_record(ctx, duration))

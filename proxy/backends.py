@@ -11,6 +11,7 @@ state carry over for backends kept under the same name.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from policies.balance import choose_backend
 from policies.breaker import CLOSED, BreakerState, allow, record
 from policies.model import Attempt, BreakerSettings, Route
+from policies.names import model_spellings
 from policies.outcome import Outcome, counts_as_failure
 from proxy.upstream.backend import Upstream
 
@@ -41,10 +43,14 @@ class BackendHealth:
 
 
 class Backends:
-    """Every configured backend's client, breaker and health; ``on_circuit(name, state)`` hears transitions."""
+    """Every configured backend's client, breaker and health.
+
+    ``on_circuit(name, state)`` hears each backend's breaker state when it is adopted (``closed``
+    for a new one), every transition, and ``None`` for a backend a reload removed.
+    """
 
     def __init__(self, breaker: BreakerSettings, *, clock: Callable[[], float] = time.monotonic,
-                 on_circuit: Callable[[str, str], None] | None = None) -> None:
+                 on_circuit: Callable[[str, str | None], None] | None = None) -> None:
         self.breaker = breaker
         self.clock = clock
         self.on_circuit = on_circuit
@@ -56,9 +62,15 @@ class Backends:
         """Serve with these backends (and breaker settings); state carries over for names kept."""
         if breaker is not None:
             self.breaker = breaker
+        removed = [name for name in self.upstreams if name not in upstreams]
         self.upstreams = dict(upstreams)
         self.breakers = {name: self.breakers.get(name, CLOSED) for name in upstreams}
         self.health = {name: self.health.get(name) or BackendHealth() for name in upstreams}
+        if self.on_circuit is not None:  # every backend has a circuit series from the start (0: closed)
+            for name in removed:
+                self.on_circuit(name, None)
+            for name, state in self.breakers.items():
+                self.on_circuit(name, state.state)
 
     def of_kind(self, kind: str) -> list[Upstream]:
         return [u for u in self.upstreams.values() if u.kind == kind]
@@ -137,21 +149,45 @@ class Backends:
             self.health[name] = health
 
     def installed(self, model: str) -> bool:
-        """Whether some backend's last health check listed ``model`` as installed."""
-        return any(model in health.installed for health in self.health.values())
+        """Whether some backend's last health check listed ``model`` (``name`` or ``name:latest``)."""
+        spelled, other = model_spellings(model)
+        return any(spelled in health.installed or other in health.installed for health in self.health.values())
 
     def readiness(self, routes: Sequence[Route]) -> tuple[bool, dict[str, object]]:
-        """Ready when every required route has at least one target with a healthy backend."""
+        """Ready when every required route has at least one target with a healthy backend.
+
+        Each route lists the backends it considered: ``state`` (``up``, ``down`` or ``unchecked``:
+        the last health check), ``circuit`` (``closed``, ``open``, ``half_open``), ``usable`` (up and
+        not refused by its breaker) and, when down, the check's ``error``. Names and error texts only,
+        never URLs or credentials: ``/readyz`` needs no credential.
+        """
         out: dict[str, object] = {}
         ready = True
         for route in routes:
-            healthy = [
-                name
-                for target in (*route.targets, *route.fallback)
-                for name in target.backends
-                if self.health.get(name) is not None and self.health[name].up and not self.refuses(name)
-            ]
-            out[route.name] = {"ready": bool(healthy), "required": route.required, "healthy_backends": healthy}
+            considered = list(dict.fromkeys(
+                name for target in (*route.targets, *route.fallback) for name in target.backends))
+            states = [self._state(name) for name in considered]
+            healthy = [s["name"] for s in states if s["usable"]]
+            out[route.name] = {"ready": bool(healthy), "required": route.required, "healthy_backends": healthy,
+                               "backends": states}
             if route.required and not healthy:
                 ready = False
         return ready, out
+
+    def _state(self, name: str) -> dict[str, object]:
+        health = self.health.get(name)
+        up = health.up if health is not None else None
+        state: dict[str, object] = {"name": name, "state": "unchecked" if up is None else "up" if up else "down",
+                                    "circuit": self.breakers.get(name, CLOSED).state}
+        if health is not None and up is False:
+            state["error"] = _without_urls(health.error or "health check failed")
+        state["usable"] = bool(up) and not self.refuses(name)
+        return state
+
+
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+
+
+def _without_urls(text: str) -> str:
+    """An error text fit for an unauthenticated answer: URLs replaced, at most 300 characters."""
+    return _URL.sub("<url>", text)[:300]

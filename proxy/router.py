@@ -4,6 +4,12 @@ The decisions are the pure ``policies`` engine's; ``Router`` only does what they
 backends' owner (``Backends``: choice and breakers) and the puller (auto-pull on "model not found").
 Fallback happens only before the first byte has gone to the client: after that the relay ends the
 stream with an error event and nothing is retried.
+
+``ctx.fallbacks`` holds one ``(from, reason, to)`` per attempt given up *and followed by an attempt
+actually sent*: a failure with nowhere left to go is not a fallback. An attempt skipped because its
+circuit is open (or whose retries were cut short when it opened) is one, with reason
+``circuit_open``, and appears in ``ctx.path`` (the request log's ``fallback_path``) as
+``"backend:model (circuit open)"``.
 """
 
 from __future__ import annotations
@@ -24,7 +30,10 @@ from proxy.context import RequestContext
 from proxy.errors import ProxyError, ServiceUnavailableError
 from proxy.upstream.backend import Upstream
 
-__all__ = ["Router"]
+__all__ = ["CIRCUIT_OPEN", "Router"]
+
+CIRCUIT_OPEN = "circuit_open"
+"""The fallback reason of an attempt skipped, or a retry cut short, because its backend's circuit is open."""
 
 log = logging.getLogger("proxy.router")
 _T = TypeVar("_T")
@@ -51,15 +60,21 @@ class Router:
         route = ctx.plan.route
         backends = self.backends
         last: ProxyError | None = None
+        # Attempts given up (failed, or skipped with their circuit open) as (backend, reason): each
+        # becomes one fallback once a later attempt is sent; with nowhere left to go, none is counted.
+        abandoned: list[tuple[str, str]] = []
         for attempt in ctx.plan.attempts:
             upstream = backends.pick(attempt)
             if upstream is None:
                 last = last or ServiceUnavailableError(
                     f"no healthy backend for route {route.name} (circuit open)", code="no_backend_available")
+                skipped = "+".join(attempt.target.backends)
+                ctx.path.append(f"{skipped}:{attempt.model} (circuit open)")
+                abandoned.append((skipped, CIRCUIT_OPEN))
                 continue
-            if ctx.fallbacks and ctx.fallbacks[-1][2] == "-":
-                failed, reason, _ = ctx.fallbacks[-1]
-                ctx.fallbacks[-1] = (failed, reason, upstream.name)  # where the fallback went
+            for failed, reason in abandoned:
+                ctx.fallbacks.append((failed, reason, upstream.name))
+            abandoned.clear()
             retry_number = 0
             pulled = False  # at most one auto-pull per attempt
             while True:
@@ -85,18 +100,19 @@ class Router:
                     delay = backoff_delay(retry_number, route.retry, jitter=self.rng.random(),
                                           retry_after=_retry_after(exc))
                     if may_retry(exc.outcome, retry_number, elapsed=elapsed, delay=delay, settings=route.retry):
-                        if self.on_retry is not None:
+                        await asyncio.sleep(delay)
+                        if backends.refuses(upstream.name):  # the circuit opened: no retry, move on
+                            abandoned.append((upstream.name, CIRCUIT_OPEN))
+                            break
+                        if self.on_retry is not None:  # counted once it is really sent
                             self.on_retry(route.name, upstream.name, exc.outcome.value)
                         retry_number += 1
-                        await asyncio.sleep(delay)
-                        if backends.refuses(upstream.name):
-                            break
                         continue
                     if not should_fall_back(exc.outcome, route.fallback_on):
                         raise
                     log.info("request %s: backend %s failed (%s), falling back", ctx.request_id, upstream.name,
                              exc.outcome.value)
-                    ctx.fallbacks.append((upstream.name, exc.outcome.value, "-"))  # the next attempt fills in "to"
+                    abandoned.append((upstream.name, exc.outcome.value))
                     break
                 except asyncio.CancelledError:
                     ctx.outcome = Outcome.CLIENT_DISCONNECT.value

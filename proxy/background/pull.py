@@ -6,6 +6,15 @@ many of them ask for the same model on the same backend, one ``/api/pull`` runs 
 others wait for it or watch its progress. A waiter gives up after ``ops.auto_pull.timeout`` while the
 pull itself carries on in the background, so the next request finds the model installed.
 
+Client input decides which names reach auto-pull (any name matching an ``ops.auto_pull`` glob), so
+a stream of unknown names must not become a stream of pulls: a name whose auto-pull failed is not
+auto-pulled again on that backend for ``FAILED_PULL_TTL`` seconds (a negative cache; Ollama fails
+an unknown name fast with "file does not exist"), and a backend starts a new auto-pull only while
+its auto-pulls in flight plus those failed in that window number fewer than ``AUTO_PULL_BUDGET``.
+So however many unknown names arrive, a backend makes at most ``AUTO_PULL_BUDGET`` failing pulls
+per ``FAILED_PULL_TTL``. The ``on_auto_pull`` hook gets a bounded model label: the name once it is
+installed (a pull that succeeded), else ``other``.
+
 Ollama streams NDJSON progress: ``{"status": "pulling <digest>", "digest", "total", "completed"}`` per
 layer, then ``{"status": "success"}``; a failure is an ``{"error": "..."}`` line (often after a 200).
 """
@@ -29,12 +38,16 @@ from proxy.errors import ProxyError, UpstreamStreamError
 from proxy.jsonio import JSONDecodeError, dumps, loads
 from proxy.upstream.backend import Upstream
 
-__all__ = ["PullBoard", "PullProgress", "AutoPull", "Puller", "stream_pull"]
+__all__ = ["AUTO_PULL_BUDGET", "FAILED_PULL_TTL", "PullBoard", "PullProgress", "AutoPull", "Puller", "stream_pull"]
 
 log = logging.getLogger("proxy.background.pull")
 _Key = tuple[str, str]  # (backend, model)
 _RECENT = 10.0  # a pull that ended this recently answers late waiters without a new pull
 _KEEP = 20  # finished pulls kept for /status and the dashboard
+FAILED_PULL_TTL = 300.0
+"""Seconds a name whose auto-pull failed is not auto-pulled again on that backend."""
+AUTO_PULL_BUDGET = 3
+"""Per backend: auto-pulls in flight plus auto-pulls failed in the last ``FAILED_PULL_TTL`` seconds."""
 
 
 @dataclass(slots=True)
@@ -82,6 +95,7 @@ class PullBoard:
         self.tasks: dict[_Key, asyncio.Task[None]] = {}
         self.progress: dict[_Key, PullProgress] = {}
         self.watchers: dict[_Key, set[asyncio.Queue[dict[str, object] | None]]] = {}
+        self.failed: dict[_Key, tuple[float, str]] = {}  # failed auto-pulls: (monotonic time, error)
 
     def snapshot(self) -> list[dict[str, object]]:
         """Every pull in flight or recently finished, newest first."""
@@ -133,7 +147,9 @@ class Puller:
 
     def __init__(self, backends: Backends, tasks: Tasks, settings: Callable[[], AutoPullConfig], *,
                  on_pulled: Callable[[], None] | None = None,
-                 on_auto_pull: Callable[[str, str, str], None] | None = None) -> None:
+                 on_auto_pull: Callable[[str, str, str], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self.backends = backends
         self.tasks = tasks
         self.settings = settings
@@ -179,8 +195,14 @@ class Puller:
             board.tasks.pop(key, None)
             board.publish(key, progress.as_dict())
             board.publish(key, None)
+            if progress.state == "done":
+                board.failed.pop(key, None)
+            elif progress.trigger == "auto":
+                board.failed[key] = (self.clock(), progress.error or "failed")
             if progress.trigger == "auto" and self.on_auto_pull is not None:
-                self.on_auto_pull(upstream.name, progress.model, "ok" if progress.state == "done" else "error")
+                done = progress.state == "done"
+                label = progress.model if done or self.backends.installed(progress.model) else "other"
+                self.on_auto_pull(upstream.name, label, "ok" if done else "error")
             board.prune()
 
     def start(self, upstream: Upstream, model: str, *, trigger: str) -> PullProgress:
@@ -221,13 +243,15 @@ class Puller:
         if upstream.kind != "ollama" or not self.allowed(model):
             return AutoPull(ready=False)
         key = (upstream.name, model)
-        recent = self.board.progress.get(key)
-        if (recent is not None and recent.state != "pulling" and recent.finished_at is not None
+        board = self.board
+        recent = board.progress.get(key)
+        if (recent is not None and recent.state == "done" and recent.finished_at is not None
                 and time.time() - recent.finished_at < _RECENT):
-            # ended a moment ago: this request's 404 crossed the pull's end (or the pull just failed)
-            if recent.state == "done":
-                return AutoPull(ready=True)
-            return AutoPull(ready=False, note=f"auto-pull failed: {recent.error}")
+            return AutoPull(ready=True)  # ended a moment ago: this request's 404 crossed the pull's end
+        if key not in board.tasks:
+            refused = self._refusal(upstream.name, key)
+            if refused is not None:
+                return AutoPull(ready=False, note=refused)
         progress = self.start(upstream, model, trigger="auto")
         task = self.board.tasks.get(key)
         timeout = self.settings().timeout
@@ -242,3 +266,18 @@ class Puller:
         if progress.state == "done":
             return AutoPull(ready=True)
         return AutoPull(ready=False, note=f"auto-pull failed: {progress.error}")
+
+    def _refusal(self, backend: str, key: _Key) -> str | None:
+        """Why no new auto-pull of ``key`` may start now (None: it may): the negative cache, the budget."""
+        failed, now = self.board.failed, self.clock()
+        for old in [k for k, (at, _) in failed.items() if now - at >= FAILED_PULL_TTL]:
+            del failed[old]
+        if key in failed:
+            at, error = failed[key]
+            return f"auto-pull failed: {error} (not tried again for {FAILED_PULL_TTL - (now - at):.0f}s)"
+        spent = sum(1 for b, _ in failed if b == backend) + sum(
+            1 for k in self.board.tasks if k[0] == backend and self.board.progress[k].trigger == "auto")
+        if spent >= AUTO_PULL_BUDGET:
+            return (f"auto-pull paused on {backend}: {spent} automatic pulls failed or are running "
+                    f"within {FAILED_PULL_TTL:.0f}s")
+        return None

@@ -1,17 +1,22 @@
 """Liveness and readiness: ``/healthz`` (and ``/livez``) and ``/readyz``, both cheap.
 
 Readiness is ``Backends.readiness`` (every required route has a healthy backend) plus warm-up:
-not ready while ``ops.warmup`` models still load.
+not ready while ``ops.warmup`` models still load. Each route lists the backends it considered
+(state, circuit, the health check's error), and a 503 says why in ``reasons``, one line per
+required route without a usable backend, e.g. ``route chat: no usable backend (local: down,
+backend local is unreachable (connection refused))``. Backend names only, never URLs or credentials.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 
 from proxy.handlers.common import json_response
 from proxy.keys import BACKENDS, CTX, WARMUP
 
-__all__ = ["healthz", "readyz"]
+__all__ = ["healthz", "not_ready_reasons", "readyz"]
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:
@@ -24,5 +29,25 @@ async def readyz(request: web.Request) -> web.StreamResponse:
     ready, routes = request.app[BACKENDS].readiness(request[CTX].config.policy.routes)
     pending = request.app[WARMUP].warming()
     ok = ready and not pending
-    return json_response({"status": "ready" if ok else "not_ready", "routes": routes, "warming": pending},
-                         status=200 if ok else 503)
+    body: dict[str, object] = {"status": "ready" if ok else "not_ready", "routes": routes, "warming": pending}
+    if not ok:
+        body["reasons"] = not_ready_reasons(routes, pending)
+    return json_response(body, status=200 if ok else 503)
+
+
+def not_ready_reasons(routes: Mapping[str, object], warming: Sequence[object]) -> list[str]:
+    """One line per required route without a usable backend, naming each backend's state; then warm-up."""
+    reasons = []
+    for name, route in routes.items():
+        if not isinstance(route, dict) or route.get("ready") or not route.get("required"):
+            continue
+        parts = []
+        for b in route.get("backends", ()):
+            why = "circuit open" if b["state"] == "up" and b["circuit"] != "closed" else str(b["state"])
+            if b["state"] != "up" and b["circuit"] != "closed":
+                why += ", circuit open"
+            parts.append(f"{b['name']}: {why}" + (f", {b['error']}" if b.get("error") else ""))
+        reasons.append(f"route {name}: no usable backend ({'; '.join(parts)})")
+    if warming:
+        reasons.append(f"warming up {len(warming)} model(s)")
+    return reasons

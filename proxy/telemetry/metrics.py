@@ -18,12 +18,13 @@ every worker's files through a ``MultiProcessCollector``. One ``Metrics`` per pr
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
 import math
 import os
 from collections import defaultdict
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from enum import Enum
 from typing import Any
 
@@ -35,14 +36,15 @@ from prometheus_client.multiprocess import mark_process_dead as _mark_process_de
 from proxy.telemetry.tally import Tally
 
 __all__ = [
-    "AUTH_FAILURE_REASONS", "CIRCUIT_STATES", "OUTCOMES", "Metrics", "bounded_label",
-    "clear_multiprocess_dir", "mark_process_dead", "status_class",
+    "AUTH_FAILURE_REASONS", "CIRCUIT_STATES", "FALLBACK_REASONS", "LATENCY_BUCKETS", "OUTCOMES", "Metrics",
+    "bounded_label", "clear_multiprocess_dir", "mark_process_dead", "status_class",
 ]
 
 OUTCOMES = frozenset({
     "ok", "connect", "timeout", "5xx", "429", "queue_full", "model_not_found", "stream_error",
     "broken_stream", "bad_request", "upstream_auth", "client_disconnect", "rejected",
 })
+FALLBACK_REASONS = OUTCOMES | {"circuit_open"}  # circuit_open: skipped (or retries cut short) by its breaker
 AUTH_FAILURE_REASONS = frozenset({"missing", "malformed", "invalid", "admin", "forbidden", "expired"})
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
 _OUTCOMES_OR_ERROR = OUTCOMES | {"error"}  # shadow and pull tasks also end in "error"
@@ -51,8 +53,11 @@ _NOT_ERRORS = frozenset({"ok", "client_disconnect"})
 _STATUS_CLASSES = ("other", "1xx", "2xx", "3xx", "4xx", "5xx")
 _MODEL_SAMPLES = ("proxy_req", "proxy_time_to", "proxy_output", "proxy_tokens", "proxy_cloud")
 
-_LATENCY = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
-_TTFT = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+# From 0.5 ms (a cached or refused request, the gateway's own overhead) to 5 min (a long generation),
+# about 2.5x apart: p50/p95 of 1-20 ms requests and of multi-second Ollama TTFTs both resolve.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
+                   30.0, 60.0, 120.0, 300.0)
+_LATENCY = _TTFT = LATENCY_BUCKETS
 _TPS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 50.0, 75.0, 100.0, 150.0, 200.0, 300.0, 500.0, 1000.0)
 _PROMPT_TPS = (10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 50000.0)
 _LOAD = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -144,9 +149,10 @@ class Metrics:
         if multiprocess_dir is not None:
             MultiProcessCollector(self.registry, path=multiprocess_dir)
         # key -> cached ``metric.labels``: a C-level dict hit per event once a label tuple was seen.
-        self._f: dict[str, Callable[..., Any]] = {
-            key: functools.lru_cache(maxsize=None)(cls(name, doc, labels.split(), registry=live, **kw).labels)
-            for key, (cls, name, doc, labels, kw) in _SPECS.items()}
+        self._metric: dict[str, Any] = {
+            key: cls(name, doc, labels.split(), registry=live, **kw) for key, (cls, name, doc, labels, kw) in _SPECS.items()}
+        self._f: dict[str, Any] = {key: functools.lru_cache(maxsize=None)(metric.labels)
+                                   for key, metric in self._metric.items()}
 
     # -- exposition ---------------------------------------------------------------------------
 
@@ -189,14 +195,16 @@ class Metrics:
         self, route: str, model: str, backend: str, outcome: object, status: int, *,
         duration: float, upstream_wait: float, ttft: float | None = None,
         prompt_tokens: int = 0, completion_tokens: int = 0,
-        ollama_timings: Mapping[str, int] | None = None,
+        ollama_timings: Mapping[str, int] | None = None, ollama_model: str | None = None,
         cloud_price: tuple[float, float] | None = None,
     ) -> None:
         """Record one finished request (times in seconds; ``cloud_price`` = USD per 1M in/out tokens).
 
         Pass ``cloud_price`` only when a local (Ollama) backend served the request. Tokens/s is
         ``(completion_tokens - 1) / (duration - ttft)`` when ``ttft`` is known, else over ``duration``.
-        ``ollama_timings`` is Ollama's final chunk (``load_duration``, ``eval_count`` ... in ns).
+        ``ollama_timings`` is Ollama's final chunk (``load_duration``, ``eval_count`` ... in ns),
+        recorded under ``ollama_model``: the (bounded) model Ollama loaded, which for an alias is
+        not the client's ``model`` (default: ``model``).
         """
         oc = _text(outcome)
         self._count("requests", route, model, backend, oc if oc in OUTCOMES else "other", status_class(status)).inc()
@@ -220,7 +228,7 @@ class Metrics:
                 if rate > 0.0:
                     tps_h.observe(rate)
         if ollama_timings:
-            self._observe_ollama(backend, model, ollama_timings)
+            self._observe_ollama(backend, model if ollama_model is None else ollama_model, ollama_timings)
         if cloud_price is not None and (prompt_tokens or completion_tokens):
             usd = (prompt_tokens * cloud_price[0] + completion_tokens * cloud_price[1]) / 1e6
             if usd > 0.0:
@@ -256,15 +264,25 @@ class Metrics:
     # -- routing and backend events -----------------------------------------------------------
 
     def fallback(self, route: str, from_backend: str, to_backend: str, reason: object) -> None:
-        """The router moved from ``from_backend`` to ``to_backend`` because of ``reason`` (an Outcome)."""
-        self._f["fallbacks"](route, from_backend, to_backend, bounded_label(reason, OUTCOMES)).inc()
+        """The router moved from ``from_backend`` to ``to_backend``: ``reason`` is an Outcome or ``circuit_open``."""
+        self._f["fallbacks"](route, from_backend, to_backend, bounded_label(reason, FALLBACK_REASONS)).inc()
 
     def retry(self, route: str, backend: str, reason: object) -> None:
         """The router retried ``backend`` after ``reason`` (an Outcome)."""
         self._f["retries"](route, backend, bounded_label(reason, OUTCOMES)).inc()
 
     def circuit(self, backend: str, state: object) -> None:
-        """Breaker state: 0/1/2, ``"closed"``/``"half_open"``/``"open"`` or an Enum of either."""
+        """Breaker state: 0/1/2, ``"closed"``/``"half_open"``/``"open"`` or an Enum of either.
+
+        ``None``: the backend was removed (a reload), so is its series. With ``--workers`` the other
+        workers' files keep it, so it is set to 0 (closed) first: a removed backend never reads open.
+        """
+        if state is None:
+            self._f["circuit"](backend).set(0.0)
+            with contextlib.suppress(KeyError):
+                self._metric["circuit"].remove(backend)
+            self._f["circuit"].cache_clear()  # the cached child left with the series
+            return
         self._f["circuit"](backend).set(_circuit_value(state))
 
     def backend_up(self, backend: str, up: bool) -> None:
