@@ -11,8 +11,9 @@ upstream response is closed at once, so Ollama stops generating.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from aiohttp import web
@@ -23,7 +24,7 @@ from proxy.jsonio import JSONDecodeError, dumps, loads
 from proxy.context import RequestContext
 from proxy.upstream.backend import UpstreamResponse
 
-__all__ = ["SSE_HEADERS", "OpenAIStreamEdit", "StreamTranslator", "relay_ollama_stream", "relay_openai_stream", "ollama_error_line"]
+__all__ = ["SSE_HEADERS", "FanOutTranslator", "OpenAIStreamEdit", "StreamTranslator", "relay_fanout_stream", "relay_ollama_stream", "relay_openai_stream", "ollama_error_line"]
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream",
@@ -150,6 +151,109 @@ async def relay_ollama_stream(
     if translator.keep_text:
         ctx.answer_text = "".join(translator.text_parts)
     assert response is not None
+    try:
+        await response.write_eof()
+    except ConnectionError:
+        ctx.outcome = Outcome.CLIENT_DISCONNECT.value
+    return response
+
+
+class FanOutTranslator(Protocol):
+    """What ``relay_fanout_stream`` drives (``proxy.translate.completions.CompletionFanOut``)."""
+
+    has_output: bool
+    done: bool
+    keep_text: bool
+    text_parts: list[str]
+
+    @property
+    def usage(self) -> Mapping[str, int]: ...
+
+    def feed(self, k: int, obj: Mapping[str, object]) -> bytes: ...
+
+    def end(self) -> bytes: ...
+
+
+async def _pump(k: int, upstream: UpstreamResponse, queue: asyncio.Queue[tuple[int, bytes | BaseException | None]],
+                ) -> None:
+    try:
+        async for line in upstream.lines():
+            await queue.put((k, line))
+    except BaseException as exc:  # handed to the consumer, which decides
+        await queue.put((k, exc))
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+        return
+    await queue.put((k, None))
+
+
+async def relay_fanout_stream(
+    request: web.Request,
+    ctx: RequestContext,
+    upstreams: Sequence[UpstreamResponse],
+    translator: FanOutTranslator,
+    headers: Mapping[str, str],
+) -> web.StreamResponse:
+    """Several NDJSON streams at once (one per prompt) through ``translator`` as one SSE stream.
+
+    Lines are relayed in the order they arrive, whichever stream they come from; the stream
+    commits on the first output of any of them, and a failure of any one before that raises (the
+    router may fall back for the whole request), after it ends the stream with an error event.
+    """
+    backend = ctx.backend or "?"
+    queue: asyncio.Queue[tuple[int, bytes | BaseException | None]] = asyncio.Queue()
+    tasks = [asyncio.create_task(_pump(k, upstream, queue)) for k, upstream in enumerate(upstreams)]
+    response: web.StreamResponse | None = None
+    pending = b""
+    clock = time.perf_counter
+    ended = 0
+    try:
+        while ended < len(upstreams):
+            k, item = await queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            if item is None:
+                ended += 1
+                continue
+            try:
+                obj = loads(item)
+            except JSONDecodeError:
+                raise UpstreamBrokenStreamError(f"backend {backend} sent a line that is not JSON",
+                                                outcome=Outcome.BROKEN_STREAM, backend=backend) from None
+            error = ollama_error_line(obj, backend)
+            if error is not None:
+                raise error
+            out = translator.feed(k, obj)
+            if response is None:
+                pending += out
+                if translator.has_output:
+                    response = await _commit(request, ctx, headers)
+                    ctx.ttft = clock() - ctx.started
+                    await response.write(pending)
+            elif out:
+                await response.write(out)
+        if not translator.done:
+            raise UpstreamBrokenStreamError(f"backend {backend} ended a stream before it was done",
+                                            outcome=Outcome.BROKEN_STREAM, backend=backend)
+        assert response is not None
+        await response.write(translator.end())
+    except ProxyError as exc:
+        if response is None:
+            raise
+        await _fail_after_commit(response, ctx, exc)
+        return response
+    except ConnectionError:
+        ctx.outcome = Outcome.CLIENT_DISCONNECT.value
+        return response or web.StreamResponse()
+    finally:
+        for task in tasks:
+            task.cancel()
+        for upstream in upstreams:
+            upstream.close()
+        usage = translator.usage
+        ctx.prompt_tokens, ctx.completion_tokens = usage["prompt_tokens"], usage["completion_tokens"]
+    if translator.keep_text:
+        ctx.answer_text = "".join(translator.text_parts)
     try:
         await response.write_eof()
     except ConnectionError:

@@ -19,11 +19,13 @@ from policies.model import Attempt
 from proxy.context import RequestContext
 from proxy.endpoints import CHAT, COMPLETION, Endpoint
 from proxy.errors import InvalidRequestError, ProxyError
+from proxy.handlers.fanout import complete_prompts
 from proxy.handlers.common import begin, created_now, json_answer, json_response, read_body, response_headers
 from proxy.ids import new_id
 from proxy.imagefetch import ImageFetcher, ImageFetchError
 from proxy.jsonio import JSONDecodeError, dumps, loads
 from proxy.keys import ACCOUNTING, CTX, IMAGES, ROUTER, SHADOWS
+from proxy.translate.completions import prompts_of
 from proxy.relay import OpenAIStreamEdit, ollama_error_line, relay_ollama_stream, relay_openai_stream
 from proxy.upstream.backend import Upstream
 
@@ -67,9 +69,16 @@ async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamRespo
     created = created_now()
     payloads: dict[str, bytes] = {}
 
+    prompts = prompts_of(body) if endpoint is COMPLETION else []
+
     async def call(attempt: Attempt, upstream: Upstream) -> web.StreamResponse:
         if upstream.kind == "openai":
             return await _call_openai(request, ctx, body, attempt, upstream, endpoint)
+        if len(prompts) > 1:
+            return await complete_prompts(request, ctx, native, prompts, attempt, upstream,
+                                          completion_id=completion_id, created=created,
+                                          include_usage=include_usage_of(body), echo=body.get("echo") is True,
+                                          keep_text=keep_text)
         payload = payloads.get(attempt.model)
         if payload is None:
             payload = payloads[attempt.model] = dumps({**native, "model": attempt.model})

@@ -175,6 +175,46 @@ def stream_forever(delay: float = 0.05) -> Behaviour:
     return behave
 
 
+def echo(*, delay: float = 0.0) -> Behaviour:
+    """Answer ``re: <prompt>`` (``/api/generate``) or ``re: <last message>`` (``/api/chat``), as ``ok`` does."""
+
+    async def behave(fake: FakeOllama, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str):
+            messages = body.get("messages") or [{}]
+            prompt = str(messages[-1].get("content", ""))
+        return await ok(f"re: {prompt}", delay=delay)(fake, request, body)
+
+    return behave
+
+
+def context_limit(num_ctx: int = 2048, then: Behaviour | None = None) -> Behaviour:
+    """A model with a context of ``num_ctx`` tokens (the request's ``options.num_ctx`` wins), a token
+    being a word of the prompt or messages: with ``truncate: false`` a longer input is Ollama's 400
+    "the input length exceeds the context length"; without it the start is dropped silently (the
+    answer's ``prompt_eval_count`` is the context size). Inputs that fit get ``then`` (``ok()``).
+    """
+
+    async def behave(fake: FakeOllama, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        options = body.get("options") or {}
+        limit = int(options.get("num_ctx") or num_ctx)
+        text = body.get("prompt") if isinstance(body.get("prompt"), str) else " ".join(
+            str(m.get("content", "")) for m in body.get("messages") or [])
+        tokens = len(str(text).split())
+        if tokens <= limit:
+            return await (then or ok())(fake, request, body)
+        if body.get("truncate") is False:
+            return await status(400, "the input length exceeds the context length")(fake, request, body)
+        final = _final(str(body.get("model", "")), prompt_eval_count=limit)
+        answer = {**final, "response": "truncated"} if request.path == "/api/generate" else \
+            {**final, "message": {"role": "assistant", "content": "truncated"}}
+        if body.get("stream", True) is False:
+            return web.Response(body=orjson.dumps(answer), content_type="application/json")
+        return await _write_lines(request, fake, [answer])
+
+    return behave
+
+
 class FakeOllama(ScriptedFake):
     """The fake server's state: scripts per path, installed/running models, and a request log."""
 
@@ -197,6 +237,10 @@ class FakeOllama(ScriptedFake):
         self.app.router.add_post("/api/show", self._show)
         self.app.router.add_post("/api/pull", self._pull)
         self.app.router.add_delete("/api/delete", self._delete)
+        self.app.router.add_post("/api/embeddings", self._embeddings)
+        self.app.router.add_post("/api/copy", self._copy)
+        self.app.router.add_post("/api/create", self._create)
+        self.app.router.add_post("/api/push", self._push)
         self.pull_behaviour: Behaviour | None = None
 
     async def _generate(self, request: web.Request) -> web.StreamResponse:
@@ -250,7 +294,8 @@ class FakeOllama(ScriptedFake):
         name = body.get("model") or body.get("name")
         if name not in self.models and f"{name}:latest" not in self.models:
             return await status(404, f"model '{name}' not found")(self, request, body)
-        return web.json_response({"details": {"family": "llama"}, "modified_at": NOW, "capabilities": ["completion"]})
+        return web.json_response({"details": {"family": "llama"}, "modified_at": NOW, "capabilities": ["completion"],
+                                  "model_info": {"general.architecture": "llama"}})
 
     async def _pull(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
@@ -273,3 +318,48 @@ class FakeOllama(ScriptedFake):
             return await status(404, f"model '{name}' not found")(self, request, body)
         self.models.remove(name)
         return web.Response()
+
+    def _has(self, name: object) -> bool:
+        return name in self.models or f"{name}:latest" in self.models
+
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        """The legacy endpoint: one ``prompt`` in, one ``embedding`` out (no counts, as Ollama answers)."""
+        body = await self._record(request)
+        behaviour = self._next("/api/embeddings")
+        if behaviour is not None:
+            return await behaviour(self, request, body)
+        if not self._has(body.get("model")):
+            return await status(404, f"model '{body.get('model')}' not found")(self, request, body)
+        return web.json_response({"embedding": [round(0.001 * (j % 7 + 1), 6) for j in range(self.dims)]})
+
+    async def _copy(self, request: web.Request) -> web.StreamResponse:
+        body = await self._record(request)
+        if not self._has(body.get("source")):
+            return await status(404, f"model '{body.get('source')}' not found")(self, request, body)
+        self.models.append(str(body.get("destination")))
+        return web.Response()
+
+    async def _progress(self, request: web.Request, body: dict[str, Any],
+                        lines: list[dict[str, Any]]) -> web.StreamResponse:
+        if body.get("stream", True) is False:
+            return web.json_response(lines[-1])
+        return await _write_lines(request, self, lines, 0.01)
+
+    async def _create(self, request: web.Request) -> web.StreamResponse:
+        body = await self._record(request)
+        source = body.get("from")
+        if source is not None and not self._has(source):
+            return await status(404, f"model '{source}' not found")(self, request, body)
+        self.models.append(str(body.get("model")))
+        return await self._progress(request, body, [{"status": "reading model metadata"},
+                                                    {"status": "creating system layer"},
+                                                    {"status": "writing manifest"}, {"status": "success"}])
+
+    async def _push(self, request: web.Request) -> web.StreamResponse:
+        body = await self._record(request)
+        if not self._has(body.get("model")):
+            return await status(404, f"model '{body.get('model')}' not found")(self, request, body)
+        return await self._progress(request, body, [
+            {"status": "retrieving manifest"},
+            {"status": "pushing abc", "digest": "sha256:" + "b" * 64, "total": 100, "completed": 100},
+            {"status": "pushing manifest"}, {"status": "success"}])

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import aiohttp
+import httpx
 import openai
 import orjson
 import pytest
@@ -123,3 +124,82 @@ async def test_a_streamed_cloud_answer_is_metered_with_its_tokens(start_openai, 
     key = series("proxy_tokens_total", **labels, kind="completion")
     await eventually(lambda: scrape(gw).get(key) == 4.0, )
     assert scrape(gw)[series("proxy_tokens_total", **labels, kind="prompt")] == 5.0
+
+
+def local_route(url: str, **route: object) -> dict[str, object]:
+    return routed([backend("local", url)], {"models": ["llama3.2", "gpt-3.5-turbo-instruct"],
+                                            "targets": [{"backend": "local", "model": "llama3.2"}], **route})
+
+
+async def test_langchain_openai_llm_batches_prompts_in_one_request(start_fake, start_gateway):
+    """LangChain's OpenAI LLM sends generate([...]) as one request: one Ollama call per prompt, answers in order."""
+    from langchain_openai import OpenAI
+
+    local = await start_fake()
+    local.fake.script("/api/generate", o.echo())
+    gw = await start_gateway(local_route(local.url))
+    async with httpx.AsyncClient() as http:
+        llm = OpenAI(base_url=gw.url + "/v1", api_key="sk-test", max_retries=0, http_async_client=http)
+        result = await llm.agenerate(["one", "two two", "three"])
+        batch = await llm.abatch(["a", "b"])
+    assert [g[0].text for g in result.generations] == ["re: one", "re: two two", "re: three"]
+    assert result.llm_output["token_usage"] == {"prompt_tokens": 21, "completion_tokens": 7, "total_tokens": 28}
+    assert sorted(b["prompt"] for b in local.fake.bodies("/api/generate")[:3]) == ["one", "three", "two two"]
+    assert batch == ["re: a", "re: b"]
+
+
+async def test_several_prompts_are_indexed_as_openai_does(start_fake, start_gateway):
+    """choices[k].index is the prompt's index, and usage is the sum over prompts."""
+    local = await start_fake()
+    local.fake.script("/api/generate", o.echo())
+    gw = await start_gateway(local_route(local.url))
+    async with gw.client() as client:
+        answer = await client.completions.create(model="llama3.2", prompt=["x", "y y y"], echo=True)
+    assert [(c.index, c.text) for c in answer.choices] == [(0, "xre: x"), (1, "y y yre: y y y")]
+    assert answer.model == "llama3.2"
+    assert answer.usage is not None and (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (14, 6)
+
+
+async def test_several_prompts_stream_interleaved_with_their_indexes(start_fake, start_gateway):
+    """A streamed batch relays every prompt's chunks with its index, then one usage chunk and [DONE]."""
+    local = await start_fake()
+    local.fake.script("/api/generate", o.echo(delay=0.01))
+    gw = await start_gateway(local_route(local.url))
+    async with gw.client() as client:
+        stream = await client.completions.create(model="llama3.2", prompt=["a b", "c"], stream=True,
+                                                 stream_options={"include_usage": True})
+        chunks = [chunk async for chunk in stream]
+    texts: dict[int, str] = {}
+    finishes = {}
+    for chunk in chunks[:-1]:
+        (choice,) = chunk.choices
+        texts[choice.index] = texts.get(choice.index, "") + choice.text
+        if choice.finish_reason:
+            finishes[choice.index] = choice.finish_reason
+    assert texts == {0: "re: a b", 1: "re: c"}
+    assert finishes == {0: "stop", 1: "stop"}
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (14, 5)
+
+
+async def test_a_failing_prompt_fails_the_batch_and_falls_back_whole(start_fake, start_gateway):
+    """When one prompt's call fails before any output, the whole batch goes to the fallback."""
+    primary, backup = await start_fake(), await start_fake()
+    primary.fake.script("/api/generate", o.echo(), o.status(500, "broken"))
+    backup.fake.script("/api/generate", o.echo())
+    gw = await start_gateway(routed([backend("primary", primary.url), backend("backup", backup.url)],
+                                    {"targets": [{"backend": "primary"}], "fallback": [{"backend": "backup"}]}))
+    async with gw.client() as client:
+        answer = await client.completions.create(model="llama3.2", prompt=["p", "q"])
+    assert [c.text for c in answer.choices] == ["re: p", "re: q"]
+    assert len(primary.fake.bodies("/api/generate")) == 2 and len(backup.fake.bodies("/api/generate")) == 2
+
+
+@pytest.mark.parametrize(("prompt", "code"), [([], "invalid_value"), ([1, 2], "unsupported_parameter"),
+                                              (["a"] * 65, "invalid_value")])
+async def test_bad_prompt_lists_are_400s(gateway, prompt, code):
+    """An empty list, token ids, or more than 64 prompts: a 400 naming prompt, and no Ollama call."""
+    async with aiohttp.ClientSession() as http:
+        async with http.post(gateway.url + "/v1/completions", json={"model": "llama3.2", "prompt": prompt}) as resp:
+            body = await resp.json()
+    assert resp.status == 400 and body["error"]["param"] == "prompt" and body["error"]["code"] == code
