@@ -111,7 +111,7 @@ async def _serve(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         _check_host(request)
         await _authenticate(request, admission)
-        limits = admission.admit(request.get(CREDENTIAL))
+        limits = await admission.admit(request.get(CREDENTIAL))
         try:
             response = await handler(request)
         finally:
