@@ -32,11 +32,13 @@ from proxy.auth import model_allowed
 from proxy.context import RequestContext
 from proxy.errors import InvalidRequestError, ModelNotFoundError, PermissionDeniedError, UpstreamStatusError
 from proxy.handlers.common import begin, json_answer, json_response, read_body, response_headers
+from proxy.handlers.generate import with_gateway_headers
 from proxy.ids import new_id
 from proxy.jsonio import JSONDecodeError, dumps, loads
 from proxy.keys import ACCOUNTING, CREDENTIAL, CTX, ROUTER
 from proxy.relay import ollama_error_line, relay_ollama_stream, relay_openai_stream
 from proxy.translate.anthropic import (
+    AnthropicStreamTally,
     MessagesStream,
     count_tokens_estimate,
     messages_request_to_ollama,
@@ -153,7 +155,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
             ctx.answer_text = "".join(str(b.get("text", "")) for b in out["content"] if b.get("type") == "text")
         return json_response(out, response_headers(ctx))
 
-    return await app[ROUTER].run(ctx, call)
+    return await app[ROUTER].run(ctx, with_gateway_headers(ctx, call))
 
 
 async def _call_anthropic(request: web.Request, ctx: RequestContext, body: dict[str, object],
@@ -165,7 +167,9 @@ async def _call_anthropic(request: web.Request, ctx: RequestContext, body: dict[
     if ctx.stream:
         resp = await upstream.send("POST", path, payload, model=attempt.model)
         ctx.upstream_wait += time.perf_counter() - t0
-        return await relay_openai_stream(request, ctx, resp, response_headers(ctx))  # any SSE, bytes unchanged
+        # any SSE passes as bytes, unchanged; the tally counts its usage (the relay's edit seam)
+        return await relay_openai_stream(request, ctx, resp, response_headers(ctx),
+                                         AnthropicStreamTally())  # type: ignore[arg-type]
     raw = await upstream.fetch("POST", path, payload, model=attempt.model)
     ctx.upstream_wait += time.perf_counter() - t0
     _count_usage(ctx, raw)

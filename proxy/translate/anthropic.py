@@ -77,6 +77,7 @@ from proxy.errors import InvalidRequestError
 from proxy.jsonio import dumps
 from proxy.translate.anthropic_stream import (
     AnswerPlan,
+    AnthropicStreamTally,
     MessagesStream,
     anthropic_error_body,
     anthropic_error_event,
@@ -103,6 +104,7 @@ __all__ = [
     "MAX_MESSAGES",
     "IMAGE_TOKENS",
     "AnswerPlan",
+    "AnthropicStreamTally",
     "MessagesRequest",
     "MessagesStream",
     "messages_request_to_ollama",

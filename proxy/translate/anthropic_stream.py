@@ -17,6 +17,7 @@ which documents the whole API; this module owns the answer side of it.
   are streamed as they are generated. Like ``ChatStream`` it exposes ``has_output`` (real output
   or the end was produced: the relay may commit), ``final`` (the done object), ``usage`` (with the
   relay's ``prompt_tokens`` / ``completion_tokens`` names), ``keep_text`` and ``text_parts``.
+- ``AnthropicStreamTally``: counts an Anthropic backend's stream usage as its bytes pass unchanged.
 - ``anthropic_error_event(exc)``: the ``event: error`` that ends a stream after its first byte
   (also ``MessagesStream.fail(exc)``, which the relay calls).
 - ``anthropic_error_type`` / ``anthropic_error_body`` / ``render_anthropic_error``: the error tree
@@ -42,6 +43,7 @@ from proxy.translate.tools import ForcedTool
 
 __all__ = [
     "AnswerPlan",
+    "AnthropicStreamTally",
     "MessagesStream",
     "ollama_chat_to_anthropic",
     "stop_reason",
@@ -296,6 +298,56 @@ class MessagesStream:
             })
             out += _event("message_stop", {"type": "message_stop"})
         return out
+
+
+class AnthropicStreamTally:
+    """Counts the usage of an Anthropic backend's SSE stream while its bytes pass through unchanged.
+
+    ``input_tokens`` from ``message_start`` (and ``message_delta`` when it has them), ``output_tokens``
+    from ``message_delta``; the relay reads ``prompt_tokens`` / ``completion_tokens`` at the end.
+    Only lines carrying ``"usage"`` are parsed; a line longer than ``_LINE_LIMIT`` is not counted.
+    """
+
+    _LINE_LIMIT = 1 << 20
+
+    def __init__(self) -> None:
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self._rest = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        """``chunk`` itself, after counting the usage in its complete lines."""
+        *complete, rest = (self._rest + chunk).split(b"\n") if self._rest else chunk.split(b"\n")
+        self._rest = rest if len(rest) <= self._LINE_LIMIT else b""
+        for line in complete:
+            self._line(line)
+        return chunk
+
+    def close(self) -> bytes:
+        """Count an unterminated last line; nothing more is sent."""
+        rest, self._rest = self._rest, b""
+        if rest:
+            self._line(rest)
+        return b""
+
+    def _line(self, line: bytes) -> None:
+        if not line.startswith(b"data:") or b'"usage"' not in line:
+            return
+        try:
+            obj = loads(line[5:])
+        except JSONDecodeError:
+            return
+        if not isinstance(obj, Mapping):
+            return
+        message = obj.get("message")
+        usage = message.get("usage") if obj.get("type") == "message_start" and isinstance(message, Mapping) \
+            else obj.get("usage")
+        if not isinstance(usage, Mapping):
+            return
+        for key, attr in (("input_tokens", "prompt_tokens"), ("output_tokens", "completion_tokens")):
+            value = usage.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                setattr(self, attr, value)
 
 
 _ERROR_TYPES: Mapping[int, str] = {

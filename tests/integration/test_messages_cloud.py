@@ -14,6 +14,7 @@ import pytest
 from proxy.config import ConfigError, parse_config
 from tests.fakes import anthropic as a
 from tests.fakes.anthropic import FakeAnthropic
+from tests.integration.test_observability import eventually, scrape, series
 from tests.integration.test_routing import closed_port
 
 HI = [{"role": "user", "content": "hi"}]
@@ -80,6 +81,9 @@ async def test_cloud_stream_is_relayed_as_is(start_anthropic, start_gateway):
     assert pieces == ["Hello", " from", " the", " cloud"]
     assert (final.id, final.usage.output_tokens) == ("msg_cloud", 4)
     assert fake.queries == ["", "beta=true"] and fake.bodies("/v1/messages")[0]["stream"] is True
+    labels = {"route": "claude", "model": "other", "backend": "cloud"}  # the cloud's usage, streamed and whole
+    await eventually(lambda: scrape(gw).get(series("proxy_tokens_total", **labels, kind="prompt")) == 22.0)
+    assert scrape(gw)[series("proxy_tokens_total", **labels, kind="completion")] == 8.0
 
 
 async def test_cloud_errors_and_error_events_reach_the_sdk_unchanged(start_anthropic, start_gateway):
