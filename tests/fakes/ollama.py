@@ -188,11 +188,12 @@ def echo(*, delay: float = 0.0) -> Behaviour:
     return behave
 
 
-def context_limit(num_ctx: int = 2048, then: Behaviour | None = None) -> Behaviour:
+def context_limit(num_ctx: int = 2048, then: Behaviour | None = None, *, honours_truncate: bool = True) -> Behaviour:
     """A model with a context of ``num_ctx`` tokens (the request's ``options.num_ctx`` wins), a token
     being a word of the prompt or messages: with ``truncate: false`` a longer input is Ollama's 400
     "the input length exceeds the context length"; without it the start is dropped silently (the
     answer's ``prompt_eval_count`` is the context size). Inputs that fit get ``then`` (``ok()``).
+    ``honours_truncate=False`` is an older Ollama that ignores ``truncate``.
     """
 
     async def behave(fake: FakeOllama, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
@@ -203,7 +204,7 @@ def context_limit(num_ctx: int = 2048, then: Behaviour | None = None) -> Behavio
         tokens = len(str(text).split())
         if tokens <= limit:
             return await (then or ok())(fake, request, body)
-        if body.get("truncate") is False:
+        if body.get("truncate") is False and honours_truncate:
             return await status(400, "the input length exceeds the context length")(fake, request, body)
         final = _final(str(body.get("model", "")), prompt_eval_count=limit)
         answer = {**final, "response": "truncated"} if request.path == "/api/generate" else \
