@@ -184,7 +184,7 @@ def _openai_body(body: Mapping[str, object], previous: StoredResponse | None) ->
     if previous is not None:
         items = body.get("input")
         if isinstance(items, str):
-            items = [{"type": "message", "role": "user", "content": items}]
+            items = [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": items}]}]
         out["input"] = [*(item for item in previous.conversation() if item.get("type") != "reasoning"),
                         *(items if isinstance(items, list) else ())]
         del out["previous_response_id"]
