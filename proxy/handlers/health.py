@@ -2,9 +2,10 @@
 
 Readiness is ``Backends.readiness`` (every required route has a healthy backend) plus warm-up:
 not ready while ``ops.warmup`` models still load. Each route lists the backends it considered
-(state, circuit, the health check's error), and a 503 says why in ``reasons``, one line per
-required route without a usable backend, e.g. ``route chat: no usable backend (local: down,
-backend local is unreachable (connection refused))``. Backend names only, never URLs or credentials.
+(state, circuit, the health check's error), and ``reasons`` says why the gateway is not ready
+(empty when it is), one line per required route without a usable backend, e.g.
+``route chat: no usable backend (local: down, backend local is unreachable (connection refused))``.
+Backend names and error texts only, never URLs or credentials: ``/readyz`` needs no credential.
 """
 
 from __future__ import annotations
@@ -29,13 +30,11 @@ async def readyz(request: web.Request) -> web.StreamResponse:
     ready, routes = request.app[BACKENDS].readiness(request[CTX].config.policy.routes)
     pending = request.app[WARMUP].warming()
     ok = ready and not pending
-    body: dict[str, object] = {"status": "ready" if ok else "not_ready", "routes": routes, "warming": pending}
-    if not ok:
-        body["reasons"] = not_ready_reasons(routes, pending)
-    return json_response(body, status=200 if ok else 503)
+    return json_response({"status": "ready" if ok else "not_ready", "reasons": not_ready_reasons(routes, pending),
+                          "routes": routes, "warming": pending}, status=200 if ok else 503)
 
 
-def not_ready_reasons(routes: Mapping[str, object], warming: Sequence[object]) -> list[str]:
+def not_ready_reasons(routes: Mapping[str, object], warming: Sequence[str]) -> list[str]:
     """One line per required route without a usable backend, naming each backend's state; then warm-up."""
     reasons = []
     for name, route in routes.items():
@@ -43,11 +42,13 @@ def not_ready_reasons(routes: Mapping[str, object], warming: Sequence[object]) -
             continue
         parts = []
         for b in route.get("backends", ()):
-            why = "circuit open" if b["state"] == "up" and b["circuit"] != "closed" else str(b["state"])
-            if b["state"] != "up" and b["circuit"] != "closed":
-                why += ", circuit open"
-            parts.append(f"{b['name']}: {why}" + (f", {b['error']}" if b.get("error") else ""))
+            why = [] if b["state"] == "up" else [str(b["state"])]
+            if b["circuit"] != "closed":
+                why.append("circuit " + str(b["circuit"]).replace("_", "-"))
+            if b.get("error"):
+                why.append(str(b["error"]))
+            parts.append(f"{b['name']}: {', '.join(why)}")
         reasons.append(f"route {name}: no usable backend ({'; '.join(parts)})")
     if warming:
-        reasons.append(f"warming up {len(warming)} model(s)")
+        reasons.append(f"warming up: {', '.join(warming)}")
     return reasons

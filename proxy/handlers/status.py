@@ -15,6 +15,7 @@ from proxy.background.pull import Puller
 from proxy.background.warmup import Warmup
 from proxy.config import Config
 from proxy.handlers.common import json_response
+from proxy.handlers.health import not_ready_reasons
 from proxy.keys import BACKENDS, CTX, PULLER, WARMUP
 
 __all__ = ["status", "status_document"]
@@ -41,12 +42,13 @@ def _backend(backends: Backends, name: str) -> dict[str, object]:
 
 
 def status_document(config: Config, backends: Backends, warmup: Warmup, puller: Puller) -> dict[str, object]:
-    """The ``/status`` body: readiness, every backend, pulls and warm-up."""
+    """The ``/status`` body: readiness (with the reasons when not ready), every backend, pulls and warm-up."""
     ready, routes = backends.readiness(config.policy.routes)
     pending = warmup.warming()
     auto_pull = config.ops.auto_pull
     return {
         "status": "ready" if ready and not pending else "not_ready",
+        "reasons": not_ready_reasons(routes, pending),
         "time": time.time(),
         "routes": routes,
         "warming": pending,

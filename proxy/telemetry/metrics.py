@@ -42,7 +42,7 @@ __all__ = [
 
 OUTCOMES = frozenset({
     "ok", "connect", "timeout", "5xx", "429", "queue_full", "model_not_found", "stream_error",
-    "broken_stream", "bad_request", "upstream_auth", "client_disconnect", "rejected",
+    "broken_stream", "bad_request", "upstream_auth", "context_length", "client_disconnect", "rejected",
 })
 FALLBACK_REASONS = OUTCOMES | {"circuit_open"}  # circuit_open: skipped (or retries cut short) by its breaker
 AUTH_FAILURE_REASONS = frozenset({"missing", "malformed", "invalid", "admin", "forbidden", "expired"})
@@ -304,7 +304,7 @@ class Metrics:
             self._f["shadow_tokens"](route, backend, "completion").inc(completion_tokens)
 
     def auto_pull(self, backend: str, model: str, outcome: object) -> None:
-        """An automatic ``ollama pull`` of a configured model ended (``ok``, ``error`` or an Outcome)."""
+        """An automatic ``ollama pull`` ended (``ok``, ``error`` or an Outcome); ``model`` is a bounded label."""
         self._f["pulls"](backend, model, bounded_label(outcome, _OUTCOMES_OR_ERROR)).inc()
 
     def auth_failure(self, reason: str) -> None:

@@ -152,3 +152,15 @@ async def test_concurrent_model_list_misses_share_one_tag_fetch_per_backend(star
     assert all(sorted(m.id for m in page.data) == ["llama3.2:latest", "qwen2.5:7b"] for page in lists)
     for fake in (one.fake, two.fake):
         assert [p for _, p, _, _ in fake.requests] == ["/api/tags"]
+
+
+async def test_readyz_when_ready_lists_backends_up_and_no_reasons(fake_ollama, start_gateway):
+    """A checked, healthy backend: 200, ``reasons`` empty, the backend up with a closed circuit."""
+    gw = await start_gateway({"backends": [backend("local", fake_ollama.url)], "logging": {"requests": False}})
+    await check_all(gw.backends)
+    async with aiohttp.ClientSession() as http, http.get(gw.url + "/readyz") as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert body["reasons"] == []
+    assert body["routes"]["default"]["backends"] == [{"name": "local", "state": "up", "circuit": "closed",
+                                                      "usable": True}]
