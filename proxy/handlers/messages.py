@@ -11,7 +11,8 @@ exists): the attempt fails with an error naming the backend type.
 ``?beta=true`` (Claude Code) and the ``anthropic-version`` / ``anthropic-beta`` headers are accepted
 and ignored. A model that cannot think answers Ollama's 400 "does not support thinking" to a
 request with thinking on (Claude Code asks for it with any model): the attempt is sent once more
-without ``think``, as Ollama's own Anthropic layer drops it.
+without ``think``, as Ollama's own Anthropic layer drops it. Anthropic's server tools (web search,
+bash, ...) cannot run on Ollama: they are left out and named in the ``x-gateway-ignored-tools`` header.
 
 ``count_tokens`` answers an *estimate* (``count_tokens_estimate``) without calling a backend, for a
 model some route serves and the caller may use (404 / 403 otherwise, as Anthropic answers an
@@ -21,6 +22,7 @@ unknown model).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
@@ -48,11 +50,13 @@ from proxy.translate.anthropic import (
 from proxy.translate.fields import require_str
 from proxy.upstream.backend import Upstream
 
-__all__ = ["add_routes", "messages", "count_tokens"]
+__all__ = ["IGNORED_TOOLS_HEADER", "add_routes", "messages", "count_tokens"]
 
 log = logging.getLogger("proxy.handlers.messages")
 _OLLAMA_PATH = "/api/chat"
 _ANTHROPIC_PATH = "/v1/messages"
+IGNORED_TOOLS_HEADER = "x-gateway-ignored-tools"  # names the server tools left out of what Ollama saw
+_HEADER_UNSAFE = re.compile(r"[^A-Za-z0-9_.:() -]")  # tool names are client input: nothing else in a header
 _NO_THINKING = "does not support thinking"  # Ollama's 400 for think on a model without the capability
 
 
@@ -98,9 +102,9 @@ async def messages(request: web.Request) -> web.StreamResponse:
     translated = messages_request_to_ollama(body, model=ctx.client_model, max_tokens_cap=None,
                                             default_options=route.options, default_keep_alive=route.keep_alive,
                                             thinking_capable=None)
-    if translated.dropped:
-        log.info("request %s: tools left out (they cannot run on Ollama): %s", ctx.request_id,
-                 ", ".join(translated.dropped))
+    ignored = ",".join(_HEADER_UNSAFE.sub("", name)[:200] for name in translated.dropped)
+    if ignored:
+        log.info("request %s: tools left out (they cannot run on Ollama): %s", ctx.request_id, ignored)
     native, plan = translated.native, translated.plan
     keep_text = config.logging.include_prompts
     if keep_text:
@@ -142,7 +146,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
             translator = MessagesStream(message_id=message_id, model=ctx.client_model, plan=plan,
                                         input_tokens=count_tokens_estimate(body)["input_tokens"])
             translator.keep_text = keep_text
-            return await relay_ollama_stream(request, ctx, resp, translator, response_headers(ctx))
+            return await relay_ollama_stream(request, ctx, resp, translator, headers())
         answer = json_answer(raw, upstream.name)
         error = ollama_error_line(answer, upstream.name)
         if error is not None:
@@ -153,7 +157,13 @@ async def messages(request: web.Request) -> web.StreamResponse:
         ctx.timings = answer
         if keep_text:
             ctx.answer_text = "".join(str(b.get("text", "")) for b in out["content"] if b.get("type") == "text")
-        return json_response(out, response_headers(ctx))
+        return json_response(out, headers())
+
+    def headers() -> dict[str, str]:
+        out = response_headers(ctx)
+        if ignored:
+            out[IGNORED_TOOLS_HEADER] = ignored
+        return out
 
     return await app[ROUTER].run(ctx, with_gateway_headers(ctx, call))
 

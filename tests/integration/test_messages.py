@@ -151,16 +151,34 @@ async def test_thinking_blocks_are_returned_whole_and_streamed(claude):
     assert [body["think"] for body in fake.bodies("/api/chat")] == ["low", "low"]
 
 
-async def test_thinking_on_a_model_that_cannot_think_is_retried_without_it(claude):
+@pytest.mark.parametrize("stream", [False, True])
+async def test_thinking_on_a_model_that_cannot_think_is_retried_without_it(claude, stream):
     """Ollama's 400 "does not support thinking" (Claude Code always asks) becomes a plain answer."""
     fake, gw = claude
     fake.script("/api/chat", o.status(400, '"llama3.2" does not support thinking'), o.ok("plain"))
+    ask: dict[str, Any] = {"model": "claude-sonnet-4-5", "max_tokens": 4096, "messages": HI,
+                           "thinking": {"type": "enabled", "budget_tokens": 20000}}
     async with client(gw) as c:
-        message = await c.messages.create(model="claude-sonnet-4-5", max_tokens=4096, messages=HI,
-                                          thinking={"type": "enabled", "budget_tokens": 20000})
+        if stream:
+            async with c.messages.stream(**ask) as events:
+                message = await events.get_final_message()
+        else:
+            message = await c.messages.create(**ask)
     assert [b.type for b in message.content] == ["text"] and message.content[0].text == "plain"  # type: ignore[union-attr]
     first, second = fake.bodies("/api/chat")
     assert first["think"] == "high" and "think" not in second
+
+
+async def test_server_tools_are_left_out_and_named_in_a_header(claude):
+    """web_search cannot run on Ollama: the custom tool is sent alone and the header names what was left out."""
+    fake, gw = claude
+    async with client(gw) as c:
+        raw = await c.messages.with_raw_response.create(
+            model="claude-sonnet-4-5", max_tokens=10, messages=HI,
+            tools=[WEATHER, {"type": "web_search_20250305", "name": "web_search\r\nx-evil: 1"}])  # type: ignore[list-item]
+    assert raw.headers["x-gateway-ignored-tools"] == "web_searchx-evil: 1 (web_search_20250305)"  # CR LF removed
+    assert "x-evil" not in raw.headers
+    assert [t["function"]["name"] for t in fake.bodies("/api/chat")[0]["tools"]] == ["get_weather"]
 
 
 async def test_count_tokens_estimates_without_calling_a_backend(claude):
