@@ -63,6 +63,8 @@ from proxy.keys import (
 )
 from proxy.middleware import gateway_middleware
 from proxy.router import Router
+from proxy.state.limits import SharedLimits
+from proxy.state.store import SharedState
 from proxy.telemetry.logs import RequestLog
 from proxy.upstream.backend import close_upstreams, open_upstreams
 
@@ -103,8 +105,11 @@ def create_app(config: Config, *, rng: random.Random | None = None, health_check
     puller = app[PULLER] = Puller(backends, tasks, lambda: live.current.ops.auto_pull,
                                   on_pulled=catalog.invalidate, on_auto_pull=metrics.auto_pull if metrics else None)
     app[ROUTER] = Router(backends, puller, rng or random.Random(), on_retry=metrics.retry if metrics else None)
+    shared = _shared_limits(config)
     app[ADMISSION] = admission = Admission(config.auth, on_auth_failure=metrics.auth_failure if metrics else None,
-                                           on_rate_limited=metrics.rate_limited if metrics else None)
+                                           on_rate_limited=metrics.rate_limited if metrics else None,
+                                           shared=shared, refuse_when_unavailable=config.state is not None
+                                           and config.state.on_unavailable == "refuse")
     accounting = app[ACCOUNTING] = Accounting(config, backends, metrics)
     warmup = app[WARMUP] = Warmup(backends, puller, tasks)
     app[SHADOWS] = Shadows(backends, tasks, on_result=_shadow_metrics(metrics) if metrics else None)
@@ -152,6 +157,7 @@ def create_app(config: Config, *, rng: random.Random | None = None, health_check
         await close_upstreams(backends.upstreams)
         await images.close()
         admission.close()
+        await admission.aclose()  # the shared state's client, when configured
         if metrics is not None:
             metrics.flush()  # a worker's last requests reach the shared files
 
@@ -181,6 +187,13 @@ def create_app(config: Config, *, rng: random.Random | None = None, health_check
     messages.add_routes(r)  # Anthropic's Messages API
     native.add_routes(r)  # Ollama's own API
     return app
+
+
+def _shared_limits(config: Config) -> SharedLimits | None:
+    """The credentials' limits in Redis when the ``state`` section says so (None: per process)."""
+    if config.state is None:
+        return None
+    return SharedLimits(SharedState(config.state))
 
 
 def _shadow_metrics(metrics: Metrics):  # type: ignore[no-untyped-def]

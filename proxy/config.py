@@ -20,6 +20,7 @@ from policies.parse import parse_policy
 from policies.schema import Problems, SchemaError, Section
 from proxy.auth import AuthConfig, parse_auth
 from proxy.imagefetch import ImageFetchConfig, parse_image_fetch
+from proxy.state.config import StateConfig, parse_state
 from proxy.tls import TLSConfig, TLSError, server_context
 
 __all__ = [
@@ -138,6 +139,7 @@ class Config:
     logging: LoggingConfig
     metrics: MetricsConfig
     ops: OpsConfig
+    state: StateConfig | None = None  # shared state across processes (Redis); None: per process
     source: str | None = None  # the file it came from, for hot reload
 
 
@@ -323,11 +325,12 @@ def parse_config(raw: object, environ: Mapping[str, str], *, source: str | None 
     logging = _logging(root.mapping("logging"))
     metrics = _metrics(root.mapping("metrics"))
     ops = _ops(root.mapping("ops"), backends)
+    state = parse_state(root.mapping("state"))
     root.done()
     if problems:
         raise ConfigError(problems.items)
     return Config(server=server, backends=backends, policy=policy, auth=auth, image_fetch=image_fetch,
-                  logging=logging, metrics=metrics, ops=ops, source=source)
+                  logging=logging, metrics=metrics, ops=ops, state=state, source=source)
 
 
 def load_config(path: str | None, environ: Mapping[str, str]) -> Config:

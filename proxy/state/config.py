@@ -21,7 +21,7 @@ class StateConfig:
     redis_url: str
     on_unavailable: str = "allow"  # "allow": per-process limits meanwhile; "refuse": 503 for limited credentials
     key_prefix: str = "ollama-gateway"
-    timeout: float = 0.25  # seconds for one Redis call (connect included) before it counts as down
+    timeout: float = 0.5  # seconds for one Redis call (connect included) before it counts as down
     retry_after: float = 2.0  # seconds a down Redis is left alone before the next try
     lease_ttl: float = 30.0  # seconds a concurrency slot outlives a crashed process (renewed while held)
 
@@ -43,7 +43,7 @@ def parse_state(section: Section) -> StateConfig | None:
         redis_url=section.custom("redis_url", _url) or "",
         on_unavailable=section.str("on_unavailable", "allow", choices=("allow", "refuse")),
         key_prefix=section.str("key_prefix", "ollama-gateway"),
-        timeout=section.number("timeout", 0.25, minimum=0, exclusive_minimum=True),
+        timeout=section.number("timeout", 0.5, minimum=0, exclusive_minimum=True),
         retry_after=section.number("retry_after", 2.0, minimum=0, exclusive_minimum=True),
         lease_ttl=section.number("lease_ttl", 30.0, minimum=1),
     )

@@ -27,6 +27,7 @@ __all__ = ["SharedState", "StateUnavailable"]
 
 log = logging.getLogger("proxy.state")
 _T = TypeVar("_T")
+_CONNECTIONS = 32  # Redis connections per process at most
 
 
 class StateUnavailable(Exception):
@@ -44,16 +45,21 @@ class SharedState:
         self.up = True  # until a call says otherwise
         self.error: str | None = None
         self._retry_at = 0.0
-        self.redis = aioredis.Redis.from_url(cfg.redis_url, socket_timeout=cfg.timeout,
-                                             socket_connect_timeout=cfg.timeout, retry=Retry(NoBackoff(), 0),
-                                             health_check_interval=0)
+        self._down_at = 0.0
+        # a bounded pool: a burst of requests queues for a connection (within the timeout) instead of
+        # opening hundreds of connections at once
+        pool = aioredis.BlockingConnectionPool.from_url(
+            cfg.redis_url, max_connections=_CONNECTIONS, timeout=cfg.timeout, socket_timeout=cfg.timeout,
+            socket_connect_timeout=cfg.timeout, retry=Retry(NoBackoff(), 0), health_check_interval=0)
+        self.redis = aioredis.Redis(connection_pool=pool)
 
     def key(self, *parts: str) -> str:
         return ":".join((self.cfg.key_prefix, *parts))
 
     async def call(self, fn: Callable[[aioredis.Redis], Awaitable[_T]]) -> _T:
         """``fn(redis)``'s result, or ``StateUnavailable`` within ``timeout`` seconds, never another error."""
-        if not self.up and self.clock() < self._retry_at:
+        started = self.clock()
+        if not self.up and started < self._retry_at:
             raise StateUnavailable(self.error or "shared state unavailable")
         try:
             async with asyncio.timeout(self.cfg.timeout):
@@ -61,7 +67,7 @@ class SharedState:
         except (RedisError, OSError, TimeoutError) as exc:
             self._down(type(exc).__name__)
             raise StateUnavailable(self.error or "shared state unavailable") from None
-        if not self.up:
+        if not self.up and started >= self._down_at:  # a call begun before the failure proves nothing
             self.up, self.error = True, None
             log.warning("shared state (Redis) is reachable again: limits are shared across processes again")
             if self.on_change is not None:
@@ -69,7 +75,8 @@ class SharedState:
         return result
 
     def _down(self, reason: str) -> None:
-        self._retry_at = self.clock() + self.cfg.retry_after
+        self._down_at = self.clock()
+        self._retry_at = self._down_at + self.cfg.retry_after
         if self.up:
             self.up = False
             self.error = f"Redis unavailable ({reason})"

@@ -1,0 +1,203 @@
+"""Several gateway processes sharing one real Redis (Debian's redis-server on a loopback port).
+
+Each gateway is a real ``python -m proxy`` subprocess; the fake Ollama runs in the test's loop. The
+test command installs redis-server when it is missing; without it these tests cannot run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.integration.test_routing import closed_port
+from tests.integration.test_workers import GatewayProcess
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
+                                reason="needs Debian's redis-server (scripts/test.sh installs it)")
+
+KEY, FREE_KEY = "sk-limited-0001", "sk-unlimited-0002"
+CHAT = {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]}
+
+
+class RedisServer:
+    """redis-server on a free loopback port, no persistence; ``stop``/``start`` for outage tests."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = closed_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.dir = tmp
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--dir", str(self.dir)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True).stdout.strip() != b"PONG":
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Any:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+class SlowOllama:
+    """A fake Ollama /api/chat that answers after ``delay`` and records the most requests in flight."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay, self.in_flight, self.most, self.calls = delay, 0, 0, 0
+        self.app = web.Application()
+        self.app.router.add_post("/api/chat", self.chat)
+
+    async def chat(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.calls += 1
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await asyncio.sleep(self.delay)
+        finally:
+            self.in_flight -= 1
+        return web.json_response({"model": "llama3.2", "created_at": "2026-01-01T00:00:00Z", "done": True,
+                                  "done_reason": "stop", "message": {"role": "assistant", "content": "ok"},
+                                  "prompt_eval_count": 3, "eval_count": 1})
+
+
+def _config(ollama_url: str, redis_url: str, **limits: Any) -> dict[str, Any]:
+    state = {"redis_url": "${TEST_REDIS_URL}", **limits.pop("state", {})}
+    return {"backends": [{"name": "local", "type": "ollama", "url": ollama_url}],
+            "auth": {"credentials": [{"name": "limited", "api_key": KEY, **limits},
+                                     {"name": "free", "api_key": FREE_KEY}]},
+            "logging": {"requests": False}, "metrics": {"enabled": False}, "state": state}
+
+
+async def _gateways(tmp_path: Path, raw: dict[str, Any], redis_url: str, n: int = 3) -> list[GatewayProcess]:
+    procs = []
+    for i in range(n):
+        home = tmp_path / f"gw{i}"
+        home.mkdir()
+        proc = GatewayProcess(home, raw, env={"TEST_REDIS_URL": redis_url})
+        proc.start()
+        procs.append(proc)
+    for proc in procs:
+        await proc.wait_serving()
+    return procs
+
+
+async def _post(session: aiohttp.ClientSession, url: str, key: str = KEY) -> tuple[int, dict[str, str], float]:
+    started = time.monotonic()
+    async with session.post(url + "/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {key}"}) as resp:
+        await resp.read()
+        return resp.status, dict(resp.headers), time.monotonic() - started
+
+
+async def test_three_processes_enforce_one_requests_per_minute_exactly(aiohttp_server, tmp_path, redis_server):
+    """60 requests a minute for one credential, 150 sent round-robin to three processes: exactly 60 pass."""
+    ollama = await aiohttp_server(SlowOllama().app)
+    procs = await _gateways(tmp_path, _config(str(ollama.make_url("")).rstrip("/"), redis_server.url,
+                                              requests_per_minute=60), redis_server.url)
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            results = await asyncio.gather(*(_post(session, procs[i % 3].url) for i in range(150)))
+        statuses = [status for status, _, _ in results]
+        assert statuses.count(200) == 60 and statuses.count(429) == 90
+        assert all(int(headers["Retry-After"]) >= 1 for status, headers, _ in results if status == 429)
+    finally:
+        for proc in procs:
+            proc.kill()
+
+
+async def test_three_processes_never_run_more_than_max_concurrent(aiohttp_server, tmp_path, redis_server):
+    """``max_concurrent: 4`` over three processes: the backend never sees more than 4 at once."""
+    slow = SlowOllama(delay=0.6)
+    ollama = await aiohttp_server(slow.app)
+    procs = await _gateways(tmp_path, _config(str(ollama.make_url("")).rstrip("/"), redis_server.url,
+                                              max_concurrent=4), redis_server.url)
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            results = await asyncio.gather(*(_post(session, procs[i % 3].url) for i in range(12)))
+            statuses = sorted(status for status, _, _ in results)
+            assert statuses == [200] * 4 + [429] * 8 and slow.most == 4
+            # the slots came back: four more pass
+            again = await asyncio.gather(*(_post(session, procs[i % 3].url) for i in range(4)))
+        assert [status for status, _, _ in again] == [200] * 4
+    finally:
+        for proc in procs:
+            proc.kill()
+
+
+async def test_a_crashed_process_gives_its_slot_back(aiohttp_server, tmp_path, redis_server):
+    """A process killed while it holds the only slot: after ``lease_ttl`` another process admits again."""
+    slow = SlowOllama(delay=30)
+    ollama = await aiohttp_server(slow.app)
+    raw = _config(str(ollama.make_url("")).rstrip("/"), redis_server.url, max_concurrent=1,
+                  state={"lease_ttl": 1})
+    procs = await _gateways(tmp_path, raw, redis_server.url, n=2)
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            held = asyncio.ensure_future(_post(session, procs[0].url))
+            while slow.in_flight == 0:
+                await asyncio.sleep(0.02)
+            assert (await _post(session, procs[1].url))[0] == 429
+            procs[0].kill()  # SIGKILL: no release, no renewal
+            await asyncio.gather(held, return_exceptions=True)
+            slow.delay = 0.0
+            await asyncio.sleep(1.3)
+            assert (await _post(session, procs[1].url))[0] == 200
+    finally:
+        for proc in procs:
+            proc.kill()
+
+
+@pytest.mark.parametrize("policy", ["allow", "refuse"])
+async def test_redis_down_mid_run_never_hangs_nor_500s(aiohttp_server, tmp_path, redis_server, policy):
+    """Redis stopped: ``allow`` serves with per-process limits, ``refuse`` answers 503 to limited
+    credentials only; no request takes 2 s or gets a 500; a WARNING each way; restarted, limits hold again."""
+    ollama = await aiohttp_server(SlowOllama().app)
+    raw = _config(str(ollama.make_url("")).rstrip("/"), redis_server.url, requests_per_minute=5,
+                  state={"on_unavailable": policy})
+    procs = await _gateways(tmp_path, raw, redis_server.url, n=2)
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            first = [await _post(session, procs[i % 2].url) for i in range(6)]
+            assert [s for s, _, _ in first] == [200] * 5 + [429]
+            redis_server.stop()
+            down = [await _post(session, procs[i % 2].url) for i in range(6)]
+            free = [await _post(session, procs[i % 2].url, FREE_KEY) for i in range(2)]
+            assert all(seconds < 2.0 for _, _, seconds in down + free)
+            assert [s for s, _, _ in free] == [200, 200]
+            if policy == "allow":  # each process's own bucket of 5 (full, since none was used locally)
+                assert [s for s, _, _ in down] == [200] * 6
+            else:
+                assert [s for s, _, _ in down] == [503] * 6
+                assert all(h["Retry-After"] == "1" for _, h, _ in down)
+            redis_server.start()  # empty: the shared bucket is full again
+            await asyncio.sleep(2.2)  # past state.retry_after: the next call tries Redis again
+            back = [await _post(session, procs[i % 2].url) for i in range(7)]
+            assert [s for s, _, _ in back] == [200] * 5 + [429] * 2
+        for proc in procs:
+            log = proc.stderr
+            assert "shared state (Redis) is unavailable" in log and "reachable again" in log
+            assert "Traceback" not in log
+    finally:
+        for proc in procs:
+            proc.kill()
