@@ -287,3 +287,19 @@ async def test_messages_are_counted_in_metrics_and_the_request_log(start_fake, s
              r["completion_tokens"]) for r in records] == [
         ("/v1/messages", "claude", "claude-sonnet-4-5", "llama3.2", False, 7, 3),
         ("/v1/messages", "claude", "claude-sonnet-4-5", "llama3.2", True, 7, 3)]
+
+
+async def test_streamed_tool_calls_and_base64_images(claude):
+    """A streamed answer's tool call arrives as a tool_use block; a base64 image reaches Ollama's images."""
+    fake, gw = claude
+    fake.script("/api/chat", o.ok("Looking", tool_calls=CALL))
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
+    async with client(gw) as c:
+        async with c.messages.stream(model="claude-sonnet-4-5", max_tokens=64, tools=[WEATHER], messages=[
+                {"role": "user", "content": [image, {"type": "text", "text": "weather?"}]}]) as stream:
+            final = await stream.get_final_message()
+    assert final.stop_reason == "tool_use"
+    assert [(b.type, getattr(b, "text", None), getattr(b, "input", None)) for b in final.content] == [
+        ("text", "Looking", None), ("tool_use", None, {"city": "Paris"})]
+    sent = fake.bodies("/api/chat")[0]["messages"]
+    assert sent == [{"role": "user", "content": "weather?", "images": ["iVBORw0KGgo="]}]
