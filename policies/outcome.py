@@ -27,6 +27,7 @@ class Outcome(str, enum.Enum):
     BROKEN_STREAM = "broken_stream"  # body truncated before "done"
     BAD_REQUEST = "bad_request"  # 4xx other than 401/403/404/429: the client's fault
     UPSTREAM_AUTH = "upstream_auth"  # 401/403 from the backend: our credentials are wrong
+    CONTEXT_LENGTH = "context_length"  # the prompt is longer than the context it would run with
     CLIENT_DISCONNECT = "client_disconnect"
 
     def __str__(self) -> str:
@@ -57,6 +58,9 @@ RETRYABLE: frozenset[Outcome] = frozenset(
 A timeout is not here: the backend may still be working on the request, and retrying it would
 double the load on a backend that is already slow.
 """
+
+# CONTEXT_LENGTH is in neither list: a route falls back on it only when it names it (to a target
+# with a bigger context), and it says nothing about the backend's health.
 
 # Failures say something about the backend's health. 429 is the backend protecting itself (and a
 # breaker on top of it would turn a brief limit into a long outage); 404, 400 and disconnects are

@@ -46,7 +46,7 @@ async def complete_prompts(request: web.Request, ctx: RequestContext, native: Ma
                            prompts: Sequence[str], attempt: Attempt, upstream: Upstream, *, completion_id: str,
                            created: int, include_usage: bool, echo: bool, keep_text: bool) -> web.StreamResponse:
     """One ``/api/generate`` call per prompt on ``upstream``, answered as one completions response."""
-    payloads = [dumps({**native, "model": attempt.model, "prompt": prompt}) for prompt in prompts]
+    payloads = [dumps({**native, "model": attempt.model, "prompt": prompt, "truncate": False}) for prompt in prompts]
     path = COMPLETION.ollama_path
     t0 = time.perf_counter()
     if ctx.stream:

@@ -16,9 +16,10 @@ from typing import Any
 from aiohttp import web
 
 from policies.model import Attempt
+from policies.outcome import Outcome
 from proxy.context import RequestContext
 from proxy.endpoints import CHAT, COMPLETION, Endpoint
-from proxy.errors import InvalidRequestError, ProxyError
+from proxy.errors import InvalidRequestError, PassthroughError, ProxyError
 from proxy.handlers.fanout import complete_prompts
 from proxy.handlers.common import begin, created_now, json_answer, json_response, read_body, response_headers
 from proxy.ids import new_id
@@ -29,8 +30,8 @@ from proxy.translate.completions import prompts_of
 from proxy.relay import OpenAIStreamEdit, ollama_error_line, relay_ollama_stream, relay_openai_stream
 from proxy.upstream.backend import Upstream
 
-__all__ = ["Call", "chat_completions", "completions", "include_usage_of", "openai_answer_as_client",
-           "translate_once", "with_gateway_headers"]
+__all__ = ["Call", "chat_completions", "completions", "context_length_error", "include_usage_of",
+           "openai_answer_as_client", "silently_truncated", "translate_once", "with_gateway_headers"]
 
 Call = Callable[[Attempt, Upstream], Awaitable[web.StreamResponse]]
 
@@ -81,7 +82,9 @@ async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamRespo
                                           keep_text=keep_text)
         payload = payloads.get(attempt.model)
         if payload is None:
-            payload = payloads[attempt.model] = dumps({**native, "model": attempt.model})
+            # truncate: false makes Ollama refuse a prompt longer than its context instead of dropping
+            # its start silently (Ollama versions without it ignore the field)
+            payload = payloads[attempt.model] = dumps({**native, "model": attempt.model, "truncate": False})
         t0 = time.perf_counter()
         if ctx.stream:
             resp = await upstream.send("POST", endpoint.ollama_path, payload, model=attempt.model)
@@ -94,7 +97,7 @@ async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamRespo
         raw = await upstream.fetch("POST", endpoint.ollama_path, payload, model=attempt.model)
         ctx.upstream_wait += time.perf_counter() - t0
         native_answer = json_answer(raw, upstream.name)
-        error = ollama_error_line(native_answer, upstream.name)
+        error = ollama_error_line(native_answer, upstream.name) or silently_truncated(native, native_answer, upstream.name)
         if error is not None:
             raise error
         out = endpoint.from_ollama(native_answer, completion_id=completion_id, created=created,
@@ -111,16 +114,64 @@ async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamRespo
 
 
 def with_gateway_headers(ctx: RequestContext, call: Call) -> Call:
-    """``call`` whose failures carry the ``x-gateway-*`` headers of the attempt that failed."""
+    """``call`` whose failures carry the ``x-gateway-*`` headers of the attempt that failed.
+
+    A prompt too long for the context it would run with becomes OpenAI's 400
+    ``context_length_exceeded`` with the ``context_length`` outcome (a route may fall back on it).
+    """
 
     async def attempt_call(attempt: Attempt, upstream: Upstream) -> web.StreamResponse:
         try:
             return await call(attempt, upstream)
         except ProxyError as exc:
+            exc = context_length_error(exc) or exc
             exc.headers = {**response_headers(ctx), **exc.headers}
-            raise
+            raise exc from None
 
     return attempt_call
+
+
+_OLLAMA_TOO_LONG = "exceeds the context length"  # Ollama's 400 with truncate: false
+
+
+def context_length_error(exc: ProxyError) -> ProxyError | None:
+    """OpenAI's ``context_length_exceeded`` for a backend's "prompt too long" answer, else None.
+
+    Ollama answers 400 "the input length exceeds the context length" when asked not to truncate; an
+    OpenAI-compatible backend's own 400 with that code is relayed as is, only its outcome is set.
+    """
+    if exc.outcome is not Outcome.BAD_REQUEST:
+        return None
+    if isinstance(exc, PassthroughError):
+        if b"context_length_exceeded" in exc.raw_body:
+            exc.outcome = Outcome.CONTEXT_LENGTH
+        return None
+    if _OLLAMA_TOO_LONG not in exc.message:
+        return None
+    return InvalidRequestError(
+        "This model's maximum context length was exceeded by the prompt (Ollama: the input length exceeds "
+        "the context length). Shorten the prompt, or raise num_ctx "
+        "(extra_body={\"options\": {\"num_ctx\": ...}}).",
+        param="messages", code="context_length_exceeded", outcome=Outcome.CONTEXT_LENGTH, backend=exc.backend)
+
+
+def silently_truncated(native: Mapping[str, object], answer: Mapping[str, object],
+                       backend: str) -> ProxyError | None:
+    """An older Ollama ignores ``truncate: false``: a whole answer that evaluated a full context.
+
+    Only when the request's context size is known (``num_ctx`` from the request or the route): a
+    prompt that filled it exactly was cut (Ollama keeps ``num_ctx`` tokens of a longer one).
+    """
+    options = native.get("options")
+    num_ctx = options.get("num_ctx") if isinstance(options, Mapping) else None
+    evaluated = answer.get("prompt_eval_count")
+    if not isinstance(num_ctx, int) or not isinstance(evaluated, int) or evaluated < num_ctx:
+        return None
+    return InvalidRequestError(
+        f"This model's context length is {num_ctx} tokens (num_ctx), and the prompt filled it: Ollama dropped "
+        "the start of the prompt. Shorten the prompt, or raise num_ctx.",
+        param="messages", code="context_length_exceeded", outcome=Outcome.CONTEXT_LENGTH,
+        backend=backend)
 
 
 def _remote_images(body: Mapping[str, object]) -> list[tuple[int, int]]:

@@ -307,7 +307,10 @@ class FakeOllama(ScriptedFake):
                  {"status": "pulling abc", "digest": "sha256:" + "a" * 64, "total": 100, "completed": 50},
                  {"status": "pulling abc", "digest": "sha256:" + "a" * 64, "total": 100, "completed": 100},
                  {"status": "verifying sha256 digest"}, {"status": "writing manifest"}, {"status": "success"}]
-        resp = await _write_lines(request, self, lines, 0.01)
+        if body.get("stream") is False:  # as Ollama: one object once the pull is done
+            resp: web.StreamResponse = web.json_response(lines[-1])
+        else:
+            resp = await _write_lines(request, self, lines, 0.01)
         if name not in self.models:
             self.models.append(name)
         return resp

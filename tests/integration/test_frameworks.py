@@ -203,3 +203,49 @@ async def test_bad_prompt_lists_are_400s(gateway, prompt, code):
         async with http.post(gateway.url + "/v1/completions", json={"model": "llama3.2", "prompt": prompt}) as resp:
             body = await resp.json()
     assert resp.status == 400 and body["error"]["param"] == "prompt" and body["error"]["code"] == code
+
+
+LONG = [{"role": "user", "content": "word " * 40}]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_prompt_longer_than_the_context_is_context_length_exceeded(start_fake, start_gateway, stream):
+    """Ollama is asked not to truncate; its refusal is OpenAI's 400 context_length_exceeded, not a cut answer."""
+    local = await start_fake()
+    local.fake.script("/api/chat", o.context_limit(16))
+    gw = await start_gateway(local_route(local.url))
+    async with sdk(gw) as client:
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.chat.completions.create(model="llama3.2", messages=LONG, stream=stream)
+        short = await client.chat.completions.create(model="llama3.2", messages=HI)
+    assert caught.value.code == "context_length_exceeded" and caught.value.param == "messages"
+    assert short.choices[0].message.content == "Hello world"
+    assert [b["truncate"] for b in local.fake.bodies("/api/chat")] == [False, False]
+
+
+async def test_context_length_can_fall_back_to_a_bigger_context(start_fake, start_openai, start_gateway):
+    """A route with fallback_on: [context_length] sends the too-long prompt to the cloud instead."""
+    local = await start_fake()
+    local.fake.script("/api/chat", o.context_limit(16))
+    cloud, url = await start_openai()
+    gw = await start_gateway(routed([backend("local", local.url), backend("cloud", url, "openai")],
+                                    {"targets": [{"backend": "local"}],
+                                     "fallback": [{"backend": "cloud", "model": "gpt-4o-mini"}],
+                                     "fallback_on": ["context_length", "connect"]}))
+    async with sdk(gw) as client:
+        raw = await client.chat.completions.with_raw_response.create(model="llama3.2", messages=LONG)
+    assert raw.parse().choices[0].message.content == "Hello from the cloud"
+    assert raw.parse().model == "llama3.2"
+    assert raw.headers["x-gateway-backend"] == "cloud"
+
+
+async def test_an_older_ollama_that_truncates_is_caught_by_its_prompt_eval_count(start_fake, start_gateway):
+    """With num_ctx known (route options) a whole answer that evaluated a full context is a 400, not a cut answer."""
+    local = await start_fake()
+    local.fake.script("/api/chat", o.context_limit(16, honours_truncate=False))
+    gw = await start_gateway(local_route(local.url, options={"num_ctx": 16}))
+    async with sdk(gw) as client:
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.chat.completions.create(model="llama3.2", messages=LONG)
+    assert caught.value.code == "context_length_exceeded"
+    assert len(local.fake.bodies("/api/chat")) == 1

@@ -26,6 +26,7 @@ TABLE = {
     O.BROKEN_STREAM: (True, True, False),
     O.BAD_REQUEST: (False, False, False),
     O.UPSTREAM_AUTH: (False, True, False),
+    O.CONTEXT_LENGTH: (False, False, False),  # falls back only where a route names it
     O.CLIENT_DISCONNECT: (False, False, False),
 }
 

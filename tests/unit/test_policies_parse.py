@@ -105,7 +105,7 @@ def test_no_backends_is_an_error() -> None:
 
 ONE_OF = (
     "must be one of connect, timeout, 5xx, 429, queue_full, model_not_found, stream_error, "
-    "broken_stream, bad_request, upstream_auth, client_disconnect"
+    "broken_stream, bad_request, upstream_auth, context_length, client_disconnect"
 )
 STICKY = "must be api_key, user or header:<Name>"
 KEEP_ALIVE = "must be a duration such as '30m' or a whole number of seconds"
