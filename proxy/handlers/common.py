@@ -38,17 +38,45 @@ def created_now() -> int:
     return int(time.time())
 
 
+# Content-Encoding values aiohttp decodes before the handler reads (zstd: backports.zstd before Python 3.14;
+# br: only with Brotli installed, else aiohttp refuses the request itself)
+_DECODED = frozenset({"gzip", "deflate", "br", "zstd"})
+_COMPRESSED_CHUNK = 1 << 20  # a compressed body is decoded and counted this much at a time
+
+
+async def _read_decoded(request: web.Request, limit: int) -> bytes:
+    """A compressed body, decoded a chunk at a time and refused as soon as it passes ``limit``:
+    a compression bomb costs about ``limit`` bytes, not its decoded size."""
+    content = request.content
+    content.set_read_chunk_size(_COMPRESSED_CHUNK)
+    body = bytearray()
+    while chunk := await content.readany():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLargeError(f"Request body is larger than the limit of {limit} bytes once decompressed.")
+    return bytes(body)
+
+
 async def read_body(request: web.Request, server: ServerConfig) -> dict[str, object]:
-    """The request's JSON object, within ``server``'s body size and time limits; 400/413/408 otherwise."""
+    """The request's JSON object, within ``server``'s body size and time limits; 400/413/408 otherwise.
+
+    A body sent with ``Content-Encoding: gzip``, ``deflate`` or ``zstd`` (the Codex CLI sends zstd)
+    is decoded, and the size limit applies to the decoded bytes too; another encoding is a 415.
+    """
     limit = server.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLargeError(f"Request body is larger than the limit of {limit} bytes.")
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ("", "identity") and encoding not in _DECODED:
+        raise InvalidRequestError(f"Unsupported Content-Encoding {encoding!r}: send gzip, deflate, zstd or none.",
+                                  code="unsupported_content_encoding", status=415)
+    read = request.read if encoding in ("", "identity") else lambda: _read_decoded(request, limit)
     try:
         if request.content.is_eof():  # the whole body already arrived with the headers: no timer needed
-            raw = await request.read()
+            raw = await read()
         else:
             async with asyncio.timeout(server.body_timeout):
-                raw = await request.read()
+                raw = await read()
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLargeError(f"Request body is larger than the limit of {limit} bytes.") from None
     except web.RequestPayloadError:  # e.g. Content-Encoding: gzip over bytes that are not gzip
