@@ -323,6 +323,10 @@ class AnthropicStreamTally:
             self._line(line)
         return chunk
 
+    def fail(self, exc: BaseException) -> bytes:
+        """The event that ends the relayed stream after a failure of the gateway's own (Anthropic's shape)."""
+        return anthropic_error_event(exc)
+
     def close(self) -> bytes:
         """Count an unterminated last line; nothing more is sent."""
         rest, self._rest = self._rest, b""
