@@ -43,7 +43,7 @@ from aiohttp import web
 from proxy.config import Config
 from proxy.connection import MAX_HEAD_LINE, MAX_HEADERS, ConnectionGate, GatewayProtocol
 
-__all__ = ["Serving", "start_site", "serve", "warn_if_exposed"]
+__all__ = ["Serving", "start_site", "serve", "warn_if_exposed", "warn_if_limits_per_process"]
 
 log = logging.getLogger("proxy.server")
 
@@ -171,8 +171,25 @@ def _run(coro: object) -> None:
         runner.run(coro)  # type: ignore[arg-type]
 
 
+def warn_if_limits_per_process(config: Config, workers: int) -> bool:
+    """Say plainly (and return True) when credentials' limits are kept per process: no ``state`` section."""
+    limited = [c.credential.name for c in config.auth.credentials
+               if c.credential.max_concurrent or c.credential.requests_per_minute or c.credential.tokens_per_minute]
+    if config.state is not None or not limited:
+        return False
+    if workers > 1:
+        log.warning("rate limits are per process: each of the %d workers applies the limits of %s on its own "
+                    "(%d times each limit), and every replica multiplies them again; configure "
+                    "state.redis_url to share them", workers, ", ".join(limited), workers)
+    else:
+        log.info("rate limits are per process: several replicas of this gateway each apply them; configure "
+                 "state.redis_url to share them")
+    return True
+
+
 def serve(config: Config, *, host: str, port: int, workers: int, environ: Mapping[str, str]) -> int:
     """Serve until SIGTERM/SIGINT; with ``workers`` > 1, fork that many processes on one port."""
+    warn_if_limits_per_process(config, workers)
     if workers <= 1:
         _run(_serve_one(config, host, port, reuse_port=False, environ=environ, multiprocess_dir=None))
         return 0

@@ -20,7 +20,7 @@ from aiohttp import web
 from tests.integration.test_routing import closed_port
 from tests.integration.test_workers import GatewayProcess
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
+needs_redis = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="needs Debian's redis-server (scripts/test.sh installs it)")
 
 KEY, FREE_KEY = "sk-limited-0001", "sk-unlimited-0002"
@@ -110,6 +110,7 @@ async def _post(session: aiohttp.ClientSession, url: str, key: str = KEY) -> tup
         return resp.status, dict(resp.headers), time.monotonic() - started
 
 
+@needs_redis
 async def test_three_processes_enforce_one_requests_per_minute_exactly(aiohttp_server, tmp_path, redis_server):
     """60 requests a minute for one credential, 150 sent round-robin to three processes: exactly 60 pass."""
     ollama = await aiohttp_server(SlowOllama().app)
@@ -126,6 +127,7 @@ async def test_three_processes_enforce_one_requests_per_minute_exactly(aiohttp_s
             proc.kill()
 
 
+@needs_redis
 async def test_three_processes_never_run_more_than_max_concurrent(aiohttp_server, tmp_path, redis_server):
     """``max_concurrent: 4`` over three processes: the backend never sees more than 4 at once."""
     slow = SlowOllama(delay=0.6)
@@ -145,6 +147,7 @@ async def test_three_processes_never_run_more_than_max_concurrent(aiohttp_server
             proc.kill()
 
 
+@needs_redis
 async def test_a_crashed_process_gives_its_slot_back(aiohttp_server, tmp_path, redis_server):
     """A process killed while it holds the only slot: after ``lease_ttl`` another process admits again."""
     slow = SlowOllama(delay=30)
@@ -168,6 +171,7 @@ async def test_a_crashed_process_gives_its_slot_back(aiohttp_server, tmp_path, r
             proc.kill()
 
 
+@needs_redis
 @pytest.mark.parametrize("policy", ["allow", "refuse"])
 async def test_redis_down_mid_run_never_hangs_nor_500s(aiohttp_server, tmp_path, redis_server, policy):
     """Redis stopped: ``allow`` serves with per-process limits, ``refuse`` answers 503 to limited
@@ -201,3 +205,24 @@ async def test_redis_down_mid_run_never_hangs_nor_500s(aiohttp_server, tmp_path,
     finally:
         for proc in procs:
             proc.kill()
+
+
+@pytest.mark.parametrize("workers, level", [(2, "WARNING"), (1, "INFO")])
+def test_without_state_the_startup_log_says_limits_are_per_process(caplog, workers, level):
+    """No ``state`` section and a limited credential: a startup line says limits are per process."""
+    import logging
+
+    from proxy.config import parse_config
+    from proxy.server import warn_if_limits_per_process
+
+    caplog.set_level(logging.INFO, logger="proxy.server")
+    limited = parse_config({"auth": {"credentials": [{"name": "a", "api_key": "k", "requests_per_minute": 5}]}}, {})
+    assert warn_if_limits_per_process(limited, workers) is True
+    (record,) = caplog.records
+    assert record.levelname == level and "per process" in record.getMessage()
+    caplog.clear()
+    shared = parse_config({"auth": {"credentials": [{"name": "a", "api_key": "k", "requests_per_minute": 5}]},
+                           "state": {"redis_url": "redis://127.0.0.1:1/0"}}, {})
+    unlimited = parse_config({"auth": {"credentials": [{"name": "a", "api_key": "k"}]}}, {})
+    assert warn_if_limits_per_process(shared, workers) is False and warn_if_limits_per_process(unlimited, workers) is False
+    assert caplog.records == []
