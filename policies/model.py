@@ -44,7 +44,7 @@ class Target:
     """Where a request may go: one backend, or a pool of backends balanced by ``choose_backend``.
 
     ``model`` is the name on the backend; ``None`` passes the client's model name through.
-    ``weight`` is this target's share of the route's traffic split.
+    ``weight`` is this target's share of the route's traffic split (0: configured, never chosen).
     """
 
     backends: tuple[str, ...]
@@ -54,8 +54,8 @@ class Target:
     def __post_init__(self) -> None:
         if not self.backends:
             raise ValueError("a target needs at least one backend")
-        if not (math.isfinite(self.weight) and self.weight > 0):
-            raise ValueError(f"target weight must be a finite number > 0 (got {self.weight!r})")
+        if not (math.isfinite(self.weight) and self.weight >= 0):
+            raise ValueError(f"target weight must be a finite number >= 0 (got {self.weight!r})")
 
     def label(self) -> str:
         """A bounded, config-derived name for metrics and logs, e.g. ``gpu1+gpu2:llama3.2:3b``."""
@@ -116,6 +116,8 @@ class Route:
     def __post_init__(self) -> None:
         if not self.targets:
             raise ValueError(f"route {self.name!r} needs at least one target")
+        if not any(target.weight > 0 for target in self.targets):
+            raise ValueError(f"route {self.name!r} needs a target with a weight > 0")
         object.__setattr__(self, "options", _read_only(self.options))
 
 

@@ -13,7 +13,7 @@ The user-facing shape::
         targets:                   # >= 1
           - backend: gpu1          # a backend name, or a list of names = a pool balanced by choose_backend
             model: llama3.2:3b     # name on that backend; omitted = the client's model name
-            weight: 95             # > 0, default 1: the traffic split between targets
+            weight: 95             # >= 0, default 1: the traffic split between targets (0: never chosen)
         fallback:                  # ordered targets tried after the chosen one fails (same shape, no weight)
           - {backend: cloud, model: gpt-4o-mini}
         fallback_on: [connect, timeout, 5xx, 429, queue_full, model_not_found, stream_error]
@@ -120,6 +120,9 @@ def _route(
     targets = read_targets(sec, "targets", backends, weighted=True)
     if sec.raw.get("targets") == []:
         sec.problems.add(sec.at("targets"), "must list at least one target")
+    elif targets and not any(target.weight > 0 for target in targets):
+        sec.problems.add(sec.at("targets"), "needs at least one target with a weight > 0 (all are 0)")
+        targets = ()
     fallback = read_targets(sec, "fallback", backends, weighted=False)
     fallback_on, sticky, options = _fallback_on(sec), _sticky(sec), _options(sec)
     keep_alive = sec.custom("keep_alive", _keep_alive, None)

@@ -82,10 +82,11 @@ def _target(sec: Section, backends: Mapping[str, str], *, weighted: bool) -> Tar
         model = None
     weight = 1.0
     if weighted:
-        weight = sec.number("weight", 1.0, minimum=0, exclusive_minimum=True)
+        # 0 is a 100/0 phase of a migration: the arm exists (and shows in metrics) but gets nothing
+        weight = sec.number("weight", 1.0, minimum=0)
         if weight is None or not math.isfinite(weight):
             if weight is not None:
-                sec.problems.add(sec.at("weight"), f"must be a finite number > 0 (got {weight!r})")
+                sec.problems.add(sec.at("weight"), f"must be a finite number >= 0 (got {weight!r})")
             weight = 1.0
     unique = tuple(dict.fromkeys(b for _, b in names or ()))
     return Target(backends=unique, model=model, weight=float(weight)) if unique else None

@@ -26,7 +26,7 @@ def test_target_label(target: Target, label: str) -> None:
     "build",
     [
         lambda: Target(backends=(), model=None),
-        lambda: Target(backends=("a",), model=None, weight=0),
+        lambda: Target(backends=("a",), model=None, weight=-1),
         lambda: Target(backends=("a",), model=None, weight=float("nan")),
         lambda: Shadow(target=Target(backends=("a",), model=None), share=0),
         lambda: Shadow(target=Target(backends=("a",), model=None), share=1.01),

@@ -141,13 +141,16 @@ ROUTE_ERRORS = [
     (
         {"targets": [{"backend": "gpu1"}, {"backend": "gpu2", "weight": "ten"}]},
         "routes[0].targets[1].weight",
-        "must be a number > 0 (got 'ten')",
+        "must be a number >= 0 (got 'ten')",
     ),
-    ({"targets": [{"backend": "gpu1", "weight": 0}]}, "routes[0].targets[0].weight", "must be a number > 0 (got 0)"),
+    # weight 0 is allowed (a 100/0 migration phase), but not on every target
+    ({"targets": [{"backend": "gpu1", "weight": 0}]}, "routes[0].targets",
+     "needs at least one target with a weight > 0 (all are 0)"),
+    ({"targets": [{"backend": "gpu1", "weight": -1}]}, "routes[0].targets[0].weight", "must be a number >= 0 (got -1)"),
     (
         {"targets": [{"backend": "gpu1", "weight": float("inf")}]},
         "routes[0].targets[0].weight",
-        "must be a finite number > 0 (got inf)",
+        "must be a finite number >= 0 (got inf)",
     ),
     ({"targets": [{"backend": "gpu1", "wieght": 2}]}, "routes[0].targets[0].wieght", "unknown key"),
     ({"fallback": [{"backend": "cloud", "weight": 2}]}, "routes[0].fallback[0].weight", "unknown key"),
