@@ -159,6 +159,10 @@ async def test_unknown_model_and_backend_down_in_ollama_shape(start_fake, start_
     assert headers["x-should-retry"] == "false"
     status, _, raw = await call(gw.url, "/api/chat", method="GET")
     assert (status, orjson.loads(raw)) == (405, {"error": "Method GET is not allowed on /api/chat"})
+    status, _, raw = await call(gw.url, "/api/blobs/sha256:abc", method="HEAD")
+    assert (status, raw) == (404, b"")
+    status, _, raw = await call(gw.url, "/api/blobs/sha256:abc", {})
+    assert (status, orjson.loads(raw)) == (404, {"error": "Unknown path: POST /api/blobs/sha256:abc"})
 
 
 async def test_a_failure_after_the_first_line_ends_with_an_error_line(start_fake, start_gateway):

@@ -32,7 +32,8 @@ def secured_config(url: str, **extra: Any) -> dict[str, Any]:
     return one_backend_config(url, auth={
         "credentials": [{"name": "alice", "username": "alice", "password": "${ALICE_PW}",
                          "models": ["llama3.2*", "nomic-embed-text*", "assistant"]},
-                        {"name": "bob", "username": "bob", "password": "${BOB_PW}"}],
+                        {"name": "bob", "username": "bob", "password": "${BOB_PW}"},
+                        {"name": "keyed", "api_key": "${BOB_PW}-key", "models": ["llama3.2*"]}],
         "admin": {"username": "admin", "password": "${ADMIN_PW}"},
     }, routes=[
         {"name": "assistant", "models": ["assistant"], "targets": [{"backend": "local", "model": "llama3.2:latest"}]},
@@ -84,6 +85,20 @@ async def test_chat_with_httpx_basic_auth(secured):
     """``auth=(user, password)`` (httpx's own Basic auth, passed through by the client) works as well."""
     answer = await client(secured, auth=("alice", ENV["ALICE_PW"])).chat(model="llama3.2", messages=MESSAGES)
     assert (answer.message.content, answer.model) == ("Hello world", "llama3.2")
+
+
+async def test_a_bearer_key_works_as_ollama_api_key_sends_it(secured):
+    answer = await client(secured, {"Authorization": f"Bearer {ENV['BOB_PW']}-key"}).chat(model="llama3.2",
+                                                                                          messages=MESSAGES)
+    assert answer.message.content == "Hello world"
+
+
+async def test_the_root_needs_a_credential_too(secured):
+    async with httpx.AsyncClient(base_url=secured.url) as http:
+        refused, served = await http.get("/"), await http.get("/", headers=ALICE)
+    assert (refused.status_code, refused.headers["WWW-Authenticate"]) == (401, 'Basic realm="ollama-gateway", '
+                                                                              'charset="UTF-8"')
+    assert (served.status_code, served.text) == (200, "Ollama is running")
 
 
 async def test_streamed_chat_arrives_line_by_line_under_the_asked_name(secured, fake_ollama):
