@@ -42,7 +42,7 @@ __all__ = [
 
 OUTCOMES = frozenset({
     "ok", "connect", "timeout", "5xx", "429", "queue_full", "model_not_found", "stream_error",
-    "broken_stream", "bad_request", "upstream_auth", "client_disconnect", "rejected",
+    "broken_stream", "bad_request", "upstream_auth", "context_length", "client_disconnect", "rejected",
 })
 FALLBACK_REASONS = OUTCOMES | {"circuit_open"}  # circuit_open: skipped (or retries cut short) by its breaker
 AUTH_FAILURE_REASONS = frozenset({"missing", "malformed", "invalid", "admin", "forbidden", "expired"})
