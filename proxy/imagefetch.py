@@ -53,6 +53,9 @@ DEFAULT_DENY_NETWORKS: tuple[Network, ...] = (
     *(ipaddress.IPv6Network(f"::ffff:{n.split('/')[0]}/{96 + int(n.split('/')[1])}") for n in _V4_DENY),
 )
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# IPv4-compatible (::a.b.c.d, RFC 4291, deprecated) and IPv4-translated (::ffff:0:a.b.c.d, RFC 2765)
+# addresses carry an IPv4 address in their last 32 bits, as NAT64 ones do
+_LOW_32_EMBEDDING = (_NAT64, ipaddress.IPv6Network("::/96"), ipaddress.IPv6Network("::ffff:0:0:0/96"))
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg"}
 _TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif")
@@ -110,7 +113,8 @@ def parse_image_fetch(section: Section) -> ImageFetchConfig:
 def is_denied(address: str, networks: tuple[Network, ...]) -> bool:
     """Whether ``address``, or an IPv4 address embedded in it, is in ``networks``.
 
-    Embedded forms: IPv4-mapped (``::ffff:a.b.c.d``), NAT64 (``64:ff9b::/96``), 6to4 and Teredo.
+    Embedded forms: IPv4-mapped (``::ffff:a.b.c.d``), IPv4-compatible (``::a.b.c.d``), IPv4-translated
+    (``::ffff:0:a.b.c.d``), NAT64 (``64:ff9b::/96``), 6to4 and Teredo.
     An address that does not parse counts as denied.
     """
     try:
@@ -120,7 +124,7 @@ def is_denied(address: str, networks: tuple[Network, ...]) -> bool:
     candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
     if isinstance(ip, ipaddress.IPv6Address):
         candidates += [a for a in (ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())) if a is not None]
-        if ip in _NAT64:
+        if any(ip in net for net in _LOW_32_EMBEDDING):
             candidates.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
     return any(c in net for c in candidates for net in networks)
 

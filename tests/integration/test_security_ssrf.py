@@ -128,6 +128,10 @@ async def test_allowed_image_is_fetched_and_sent_to_ollama_as_base64(fake_ollama
     ("http://127.0.0.1:{port}/cat.png", "image_address_denied"),
     ("http://[::1]:{port}/cat.png", "image_address_denied"),
     ("http://[::ffff:127.0.0.1]:{port}/cat.png", "image_address_denied"),
+    ("http://[::127.0.0.1]:{port}/cat.png", "image_address_denied"),  # IPv4-compatible
+    ("http://[::ffff:0:7f00:1]:{port}/cat.png", "image_address_denied"),  # IPv4-translated
+    ("http://[::ffff:0:a9fe:a9fe]/latest/meta-data/", "image_address_denied"),  # translated 169.254.169.254
+    ("http://v4compat.test:{port}/cat.png", "image_address_denied"),  # DNS -> ::10.0.0.1
     ("http://169.254.169.254/latest/meta-data/", "image_address_denied"),
     ("http://10.0.0.1/cat.png", "image_address_denied"),
     ("http://192.168.1.1/cat.png", "image_address_denied"),
@@ -145,7 +149,8 @@ async def test_private_and_metadata_addresses_are_refused_with_default_deny_list
     """With every host allowed, the default deny list refuses loopback, private, link-local and
     metadata addresses, literal or after DNS; the image server is never contacted."""
     mapping = {"loopback.test": ["127.0.0.1"], "metadata.test": ["169.254.169.254"],
-               "mixed.test": ["93.184.216.34", "10.1.2.3"], "v6private.test": ["fd00::1"]}
+               "mixed.test": ["93.184.216.34", "10.1.2.3"], "v6private.test": ["fd00::1"],
+               "v4compat.test": ["::10.0.0.1"]}
     gw = await start(fake_ollama.url, {"enabled": True, "allow_hosts": ["*"]}, mapping)
     status, body = await post(gw, chat_with_image(url.format(port=images.port)))
     assert status == 400, body
