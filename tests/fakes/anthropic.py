@@ -75,6 +75,25 @@ def ok(text: str = "Hello from the cloud", *, delay: float = 0.0, fail_after: in
     return behave
 
 
+def cut_after_start() -> Behaviour:
+    """Start a stream (``message_start`` and one text delta), then drop the connection."""
+
+    async def behave(fake: FakeAnthropic, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(_event("message_start", {"type": "message_start", "message": {
+            "id": "msg_cloud", "type": "message", "role": "assistant", "model": str(body.get("model")),
+            "content": [], "stop_reason": None, "stop_sequence": None, "usage": _usage(11, 1)}}))
+        await resp.write(_event("content_block_start", {"type": "content_block_start", "index": 0,
+                                                        "content_block": {"type": "text", "text": ""}}))
+        await asyncio.sleep(0.01)
+        assert request.transport is not None
+        request.transport.close()
+        return resp
+
+    return behave
+
+
 def status(code: int, message: str = "boom", *, type: str = "api_error",
            headers: dict[str, str] | None = None) -> Behaviour:
     """Answer ``code`` with Anthropic's error shape ``{"type": "error", "error": {type, message}}``."""

@@ -105,6 +105,19 @@ async def test_cloud_errors_and_error_events_reach_the_sdk_unchanged(start_anthr
                                                             "message": "Overloaded"}}
 
 
+@pytest.mark.xfail(strict=True, reason="relay_openai_stream ends a failed stream with OpenAI's data-only error "
+                   "event, which anthropic-python ignores; it should use getattr(edit, 'fail', sse_error_event)")
+async def test_a_cloud_stream_cut_short_makes_the_sdk_stream_raise(start_anthropic, start_gateway):
+    """The cloud dropping the connection mid-stream ends the relayed stream with Anthropic's error event."""
+    fake, url = await start_anthropic()
+    fake.script("/v1/messages", a.cut_after_start())
+    gw = await start_gateway(cloud_config(url), environ=ENV)
+    async with client(gw) as c:
+        with pytest.raises(anthropic.APIStatusError):
+            async with c.messages.stream(model="claude-x", max_tokens=10, messages=HI) as stream:
+                await stream.get_final_message()
+
+
 async def test_chat_completions_reaching_an_anthropic_backend_get_a_clear_error(start_anthropic, start_gateway):
     """No translation exists from chat completions to Anthropic's API: a 502 naming the backend type, nothing sent."""
     fake, url = await start_anthropic()
