@@ -183,3 +183,48 @@ async def test_store_false_keeps_nothing(fake_ollama, gateway):
             await client.responses.retrieve(response.id)
         with pytest.raises(openai.NotFoundError):
             await client.responses.create(model="llama3.2", input="Again", previous_response_id=response.id)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_reasoning_effort_thinks_and_returns_a_reasoning_item(fake_ollama, gateway, stream):
+    """``reasoning.effort: xhigh`` is Ollama's ``think: "max"``; the thinking is a reasoning item before the message."""
+    fake_ollama.fake.script("/api/chat", o.ok("42", thinking="Six times seven."))
+    async with gateway.client() as client:
+        if stream:
+            async with client.responses.stream(model="llama3.2", input="6*7?", reasoning={"effort": "xhigh"}) as events:
+                response = await events.get_final_response()
+        else:
+            response = await client.responses.create(model="llama3.2", input="6*7?", reasoning={"effort": "xhigh"})
+    reasoning, message = response.output
+    assert reasoning.type == "reasoning" and reasoning.content[0].text == "Six times seven."
+    assert message.type == "message" and response.output_text == "42"
+    assert fake_ollama.fake.bodies("/api/chat")[0]["think"] == "max"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_forced_tool_choice_returns_that_call(fake_ollama, gateway, stream):
+    """A named function in ``tool_choice``: Ollama is constrained to its parameters; the answer is its call."""
+    fake_ollama.fake.script("/api/chat", o.ok('{"city": "Paris"}'))
+    choice = {"type": "function", "name": "get_weather"}
+    async with gateway.client() as client:
+        if stream:
+            async with client.responses.stream(model="llama3.2", input="Paris?", tools=[WEATHER],
+                                               tool_choice=choice) as events:
+                response = await events.get_final_response()
+        else:
+            response = await client.responses.create(model="llama3.2", input="Paris?", tools=[WEATHER],
+                                                     tool_choice=choice)
+    (call,) = response.output
+    assert call.type == "function_call" and call.name == "get_weather"
+    assert json.loads(call.arguments) == {"city": "Paris"}
+    sent = fake_ollama.fake.bodies("/api/chat")[0]
+    assert sent["format"] == WEATHER["parameters"] and "tools" not in sent
+
+
+async def test_length_cut_answer_is_incomplete(fake_ollama, gateway):
+    """``max_output_tokens`` reached (Ollama's done_reason length): status incomplete with its reason."""
+    fake_ollama.fake.script("/api/chat", o.ok("cut", done_reason="length"))
+    async with gateway.client() as client:
+        response = await client.responses.create(model="llama3.2", input="Go on", max_output_tokens=1)
+    assert response.status == "incomplete" and response.incomplete_details.reason == "max_output_tokens"
+    assert fake_ollama.fake.bodies("/api/chat")[0]["options"] == {"num_predict": 1}
