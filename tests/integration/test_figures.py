@@ -89,6 +89,11 @@ async def test_a_primary_skipped_with_its_circuit_open_is_a_fallback(start_fake,
         series("proxy_fallbacks_total", route="chat", from_backend="local", to_backend="cloud",
                reason="circuit_open"): 5.0}
     assert s[series("proxy_circuit_state", backend="local")] == 2.0
+    async with aiohttp.ClientSession() as http, http.get(gw.url + "/admin/stats") as resp:
+        stats = await resp.json()
+    assert stats["routes"]["chat"]["fallbacks"] == 6.0
+    assert stats["routes"]["chat"]["fallbacks_by_reason"] == {"connect": 1.0, "circuit_open": 5.0}
+    assert stats["backends"]["local"]["circuit"] == "open"
     gw.app[ACCOUNTING].request_log.flush()
     paths = [r["fallback_path"] for r in _log(log) if r["path"] == "/v1/chat/completions"]
     assert paths == [["local:llama3.2", "cloud:llama3.2"]] + [["local:llama3.2 (circuit open)", "cloud:llama3.2"]] * 5
