@@ -57,6 +57,7 @@ _OLLAMA_PATH = "/api/chat"
 _ANTHROPIC_PATH = "/v1/messages"
 IGNORED_TOOLS_HEADER = "x-gateway-ignored-tools"  # names the server tools left out of what Ollama saw
 _HEADER_UNSAFE = re.compile(r"[^A-Za-z0-9_.:() -]")  # tool names are client input: nothing else in a header
+_OLLAMA_EXTENSIONS = frozenset({"options", "keep_alive"})
 _NO_THINKING = "does not support thinking"  # Ollama's 400 for think on a model without the capability
 
 
@@ -110,6 +111,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     if keep_text:
         ctx.prompt_text = dumps(body.get("messages")).decode()
     message_id = new_id("msg_")
+    estimate = count_tokens_estimate(body)["input_tokens"] if ctx.stream else 0  # message_start's usage
     payloads: dict[tuple[str, bool], bytes] = {}
 
     def payload_for(model: str, think: bool) -> bytes:
@@ -144,7 +146,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         ctx.upstream_wait += time.perf_counter() - t0
         if ctx.stream:
             translator = MessagesStream(message_id=message_id, model=ctx.client_model, plan=plan,
-                                        input_tokens=count_tokens_estimate(body)["input_tokens"])
+                                        input_tokens=estimate)
             translator.keep_text = keep_text
             return await relay_ollama_stream(request, ctx, resp, translator, headers())
         answer = json_answer(raw, upstream.name)
@@ -171,7 +173,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
 async def _call_anthropic(request: web.Request, ctx: RequestContext, body: dict[str, object],
                           attempt: Attempt, upstream: Upstream) -> web.StreamResponse:
     """The client's body with the attempt's model, to an Anthropic-compatible cloud; its answer as is."""
-    payload = dumps({**body, "model": attempt.model})
+    # the Ollama extensions (options, keep_alive) mean nothing to Anthropic, which refuses unknown fields
+    payload = dumps({**{k: v for k, v in body.items() if k not in _OLLAMA_EXTENSIONS}, "model": attempt.model})
     path = _cloud_path(request)
     t0 = time.perf_counter()
     if ctx.stream:

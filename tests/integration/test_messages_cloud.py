@@ -48,12 +48,14 @@ def client(gw: Any) -> anthropic.AsyncAnthropic:
 
 
 async def test_falls_back_to_the_anthropic_cloud_relaying_the_answer(start_anthropic, start_gateway):
-    """Ollama refused: the cloud gets the client's body renamed, its own key and version; the answer is its own."""
+    """Ollama refused: the cloud gets the client's body renamed (without the Ollama extensions), its own key and
+    version; the answer is its own."""
     fake, url = await start_anthropic()
     gw = await start_gateway(cloud_config(url), environ=ENV)
     async with client(gw) as c:
         raw = await c.messages.with_raw_response.create(model="claude-opus-x", max_tokens=64000, messages=HI,
-                                                         metadata={"user_id": "u1"})
+                                                         metadata={"user_id": "u1"},
+                                                         extra_body={"options": {"num_ctx": 8192}, "keep_alive": "5m"})
     message = await raw.parse()
     assert (message.id, message.model, message.content[0].text) == (  # type: ignore[union-attr]
         "msg_cloud", "claude-sonnet-4-5", "Hello from the cloud")
