@@ -105,14 +105,17 @@ class Admission:
         raise RateLimitedError(f"Rate limit reached for {credential.name}: too many {_WHAT[refusal.reason]}.",
                                headers=headers)
 
-    def release(self, ticket: Ticket, tokens: int) -> None:
-        """The request ended: give back its concurrency slot and charge the tokens it used."""
+    def release(self, ticket: Ticket, tokens: int) -> asyncio.Task[None] | None:
+        """The request ended: give back its concurrency slot and charge the tokens it used.
+
+        A shared ticket is released in Redis by the task returned; await it (shielded) before answering.
+        """
         if isinstance(ticket, Lease):
             assert self.shared is not None
-            self.shared.release(ticket, tokens)
-            return
+            return self.shared.release(ticket, tokens)
         ticket.leave()
         ticket.spend_tokens(tokens, self.clock())
+        return None
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

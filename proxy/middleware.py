@@ -116,7 +116,9 @@ async def _serve(request: web.Request, handler: Handler) -> web.StreamResponse:
             response = await handler(request)
         finally:
             if limits is not None:
-                admission.release(limits, ctx.prompt_tokens + ctx.completion_tokens)
+                released = admission.release(limits, ctx.prompt_tokens + ctx.completion_tokens)
+                if released is not None:  # in Redis: the caller's next request must find its slot free
+                    await asyncio.shield(released)
     except ProxyError as exc:
         response = _error_response(ctx, exc)
     except web.HTTPException as exc:

@@ -141,12 +141,16 @@ class SharedLimits:
                 self._renewer = asyncio.get_running_loop().create_task(self._renew_held(), name="lease-renewal")
         return lease
 
-    def release(self, lease: Lease, tokens: int) -> None:
-        """Give the slot back and charge ``tokens``, in the background (a client that left cannot stop it)."""
+    def release(self, lease: Lease, tokens: int) -> asyncio.Task[None]:
+        """Give the slot back and charge ``tokens``, in a task of its own (a client that left cannot stop it).
+
+        Await it (shielded) before answering: a caller's next request must find the slot free.
+        """
         self.held.pop(lease.lease_id, None)
         task = asyncio.get_running_loop().create_task(self._give_back(lease, tokens), name="lease-release")
         self._releases.add(task)
         task.add_done_callback(self._releases.discard)
+        return task
 
     async def _give_back(self, lease: Lease, tokens: int) -> None:
         args = [lease.credential.tokens_per_minute or 0, lease.lease_id, tokens]
