@@ -12,6 +12,7 @@ import pytest
 
 from tests.fakes import ollama as o
 from tests.integration.test_observability import eventually, scrape, series
+from tests.integration.test_observability_logs import log_lines
 from tests.integration.test_routing import HI, backend, closed_port, routed
 
 CHAT = {"model": "llama3.2", "messages": HI}
@@ -243,3 +244,24 @@ async def test_concurrent_streams_each_get_their_own_lines(start_fake, start_gat
     results = await asyncio.gather(*(call(gw.url, "/api/chat", CHAT) for _ in range(8)))
     assert [[line["message"]["content"] for line in lines(raw)] for _, _, raw in results] == \
         [["one ", "two ", "three", ""]] * 8
+
+
+async def test_native_calls_are_in_the_request_log_with_timings_and_text(start_fake, start_gateway, tmp_path):
+    """A streamed chat and a whole generate: one record each, with the fallback path, Ollama's timings and tokens."""
+    local = await start_fake()
+    local.fake.script("/api/chat", o.ok("sun moon", load_ns=300_000_000))
+    local.fake.script("/api/generate", o.ok("star"))
+    raw = routed([backend("dead", f"http://127.0.0.1:{closed_port()}"), backend("local", local.url)],
+                 {"targets": [{"backend": "dead"}], "fallback": [{"backend": "local"}]})
+    raw["logging"] = {"requests": True, "file": str(tmp_path / "requests.log"), "include_prompts": True}
+    gw = await start_gateway(raw)
+    await call(gw.url, "/api/chat", CHAT)
+    await call(gw.url, "/api/generate", {"model": "llama3.2", "prompt": "shine", "stream": False})
+    chat, generate = (orjson.loads(line) for line in await log_lines(tmp_path / "requests.log", 2))
+    assert {k: chat[k] for k in ("path", "route", "model", "backend", "status", "outcome", "stream", "fallback_path",
+                                 "load_ms", "prompt_tokens", "completion_tokens", "prompt", "answer")} == {
+        "path": "/api/chat", "route": "chat", "model": "llama3.2", "backend": "local", "status": 200, "outcome": "ok",
+        "stream": True, "fallback_path": ["dead:llama3.2", "local:llama3.2"], "load_ms": 300.0, "prompt_tokens": 7,
+        "completion_tokens": 2, "prompt": orjson.dumps(HI).decode(), "answer": "sun moon"}
+    assert (generate["stream"], generate["prompt"], generate["answer"], generate["completion_tokens"]) == (
+        False, '"shine"', "star", 1)
