@@ -303,3 +303,58 @@ async def test_streamed_tool_calls_and_base64_images(claude):
         ("text", "Looking", None), ("tool_use", None, {"city": "Paris"})]
     sent = fake.bodies("/api/chat")[0]["messages"]
     assert sent == [{"role": "user", "content": "weather?", "images": ["iVBORw0KGgo="]}]
+
+
+async def test_a_claude_code_style_stream_has_anthropics_event_sequence(claude):
+    """What Claude Code sends (Bearer, ?beta=true, beta headers, cached system blocks, big max_tokens) streams
+    the exact event sequence Anthropic's clients expect."""
+    fake, gw = claude
+    fake.script("/api/chat", o.ok("ok then", thinking="hmm"))
+    body = {"model": "claude-sonnet-4-5-20250929", "max_tokens": 32000, "stream": True,
+            "system": [{"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}],
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "hi",
+                                                       "cache_control": {"type": "ephemeral"}}]}],
+            "tools": [{**WEATHER, "cache_control": {"type": "ephemeral"}}],
+            "metadata": {"user_id": "user_abc_account_def_session_1"},
+            "thinking": {"type": "enabled", "budget_tokens": 31999}, "temperature": 1}
+    headers = {"Authorization": "Bearer anything", "anthropic-version": "2023-06-01", "x-app": "cli",
+               "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14,fine-grained-tool-streaming-2025-05-14"}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(gw.url + "/v1/messages?beta=true", json=body, headers=headers) as resp:
+            assert (resp.status, resp.headers["Content-Type"]) == (200, "text/event-stream")
+            text = (await resp.read()).decode()
+    events = [block.split("\n") for block in text.strip().split("\n\n")]
+    names = [lines[0].removeprefix("event: ") for lines in events]
+    assert names == ["message_start", "ping", "content_block_start", "content_block_delta", "content_block_delta",
+                     "content_block_stop", "content_block_start", "content_block_delta", "content_block_delta",
+                     "content_block_stop", "message_delta", "message_stop"]
+    payloads = [json.loads(lines[1].removeprefix("data: ")) for lines in events]
+    assert [p["type"] for p in payloads] == names
+    assert payloads[3]["delta"] == {"type": "thinking_delta", "thinking": "hmm"}
+    assert payloads[4]["delta"] == {"type": "signature_delta", "signature": ""}
+    assert [p["delta"] for p in payloads[7:9]] == [{"type": "text_delta", "text": "ok "},
+                                                  {"type": "text_delta", "text": "then"}]
+    assert payloads[10]["delta"] == {"stop_reason": "end_turn", "stop_sequence": None}
+    sent = fake.bodies("/api/chat")[0]
+    assert (sent["think"], sent["options"]) == ("high", {"num_predict": 32000, "temperature": 1})
+
+
+async def test_metadata_user_id_is_the_sticky_split_key(start_fake, start_gateway):
+    """On a 50/50 split with ``sticky: [user]``, one ``metadata.user_id`` always lands on the same arm."""
+    one, two = await start_fake(), await start_fake()
+    raw = {"backends": [{"name": "one", "type": "ollama", "url": one.url},
+                        {"name": "two", "type": "ollama", "url": two.url}],
+           "routes": [{"name": "claude", "models": ["claude-*"], "sticky": ["user"],
+                       "targets": [{"backend": "one", "model": "llama3.2", "weight": 50},
+                                   {"backend": "two", "model": "llama3.2", "weight": 50}]}],
+           "logging": {"requests": False}}
+    gw = await start_gateway(raw)
+    seen: dict[str, set[str]] = {}
+    async with client(gw) as c:
+        for user in ("alice", "bob", "carol", "dave"):
+            for _ in range(4):
+                answer = await c.messages.with_raw_response.create(model="claude-x", max_tokens=5, messages=HI,
+                                                                   metadata={"user_id": user})
+                seen.setdefault(user, set()).add(answer.headers["x-gateway-backend"])
+    assert all(len(backends) == 1 for backends in seen.values())
+    assert len(one.fake.requests) + len(two.fake.requests) == 16
