@@ -90,7 +90,8 @@ async def test_falls_back_to_the_next_ollama_backend(start_fake, start_gateway):
     gw = await start_gateway(routed([backend("gpu1", gpu1.url), backend("gpu2", gpu2.url)],
                                     {"targets": [{"backend": "gpu1"}], "fallback": [{"backend": "gpu2"}]}))
     status, headers, raw = await call(gw.url, "/api/chat", {**CHAT, "stream": False})
-    assert (status, headers["x-gateway-backend"], orjson.loads(raw)["message"]["content"]) == (200, "gpu2", "Hello world")
+    assert (status, headers["x-gateway-backend"], orjson.loads(raw)["message"]["content"]) == (
+        200, "gpu2", "Hello world")
     assert len(gpu1.fake.bodies("/api/chat")) == 1
 
 
@@ -220,7 +221,8 @@ async def test_tags_merge_backends_once_each_and_skip_what_no_route_serves(start
     models = orjson.loads(raw)["models"]
     assert status == 200
     assert [(m["name"], m["model"]) for m in models] == [
-        ("fast", "fast"), ("llama3.2:latest", "llama3.2:latest"), ("qwen2.5:7b", "qwen2.5:7b"), ("phi4:14b", "phi4:14b")]
+        ("fast", "fast"), ("llama3.2:latest", "llama3.2:latest"), ("qwen2.5:7b", "qwen2.5:7b"),
+        ("phi4:14b", "phi4:14b")]
     assert models[0]["details"] == {"family": "llama", "parameter_size": "3B", "quantization_level": "Q4_K_M"}
 
 

@@ -62,7 +62,8 @@ def entry(name: str, size: int = 1) -> dict[str, Any]:
 
 
 def test_merge_lists_aliases_under_their_name_then_installed_models_once():
-    pol = policy({"name": "alias", "models": ["assistant", "ghost"], "targets": [{"backend": "gpu1", "model": "llama3.2"}]},
+    pol = policy({"name": "alias", "models": ["assistant", "ghost"],
+                  "targets": [{"backend": "gpu1", "model": "llama3.2"}]},
                  {"name": "cloudy", "models": ["gpt-4o", "cloud-*"], "targets": [{"backend": "cloud"}]},
                  {"name": "rest", "models": ["*"], "targets": [{"backend": ["gpu1", "gpu2"]}]})
     listings = [("gpu1", [entry("llama3.2:latest", 3), entry("qwen2.5:7b", 7)]),
