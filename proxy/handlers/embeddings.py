@@ -5,6 +5,7 @@ Validated once (translated) before any backend is called, like generation.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -16,9 +17,26 @@ from proxy.handlers.common import begin, json_answer, json_response, read_body, 
 from proxy.handlers.generate import openai_answer_as_client, translate_once, with_gateway_headers
 from proxy.jsonio import dumps
 from proxy.keys import ACCOUNTING, CTX, ROUTER
+from proxy.tokens import decoder
+from proxy.translate.embeddings import token_inputs
 from proxy.upstream.backend import Upstream
 
 __all__ = ["embeddings"]
+
+
+async def _with_text_input(body: dict[str, object]) -> dict[str, object]:
+    """``body`` for Ollama: token arrays decoded to text (cl100k_base); other bodies unchanged.
+
+    An OpenAI-compatible backend still gets the client's token arrays. Without a local encoding the
+    body is left as is, and its translation is the 400 naming the fix.
+    """
+    arrays = token_inputs(body)
+    if arrays is None:
+        return body
+    decode = await asyncio.to_thread(decoder)  # the first call loads the encoding (~0.4 s)
+    if decode is None:
+        return body
+    return {**body, "input": [decode(ids) for ids in arrays]}
 
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
@@ -27,7 +45,7 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     body = await read_body(request, ctx.config.server)
     begin(request, body, rng=app[ROUTER].rng, accounting=app[ACCOUNTING])
     ctx.stream = False
-    native = translate_once(EMBEDDING, body, ctx)
+    native = translate_once(EMBEDDING, await _with_text_input(body), ctx)
     options = EMBEDDING.options(body)
 
     async def call(attempt: Attempt, upstream: Upstream) -> web.StreamResponse:

