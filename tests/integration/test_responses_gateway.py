@@ -280,3 +280,35 @@ async def test_a_dead_only_backend_is_a_502_before_any_event(start_gateway):
     for stream in (False, True):
         code, answer, _ = await post(gw.url, {"model": "llama3.2", "input": "Hi", "stream": stream})
         assert code == 502 and answer["error"]["type"] == "api_error"
+
+
+async def test_a_shadow_backend_gets_a_non_streamed_copy(start_fake, start_gateway):
+    """A route's shadow receives the translated request, not streamed; the client sees the primary's answer."""
+    primary, candidate = await start_fake(), await start_fake()
+    primary.fake.script("/api/chat", o.ok("primary"))
+    raw = routed([backend("primary", primary.url), backend("candidate", candidate.url)],
+                 {"targets": [{"backend": "primary"}], "shadow": {"backend": "candidate", "share": 1.0}})
+    gw = await start_gateway(raw)
+    async with gw.client() as client:
+        async with client.responses.stream(model="llama3.2", input="Hi", instructions="Be brief.") as stream:
+            assert (await stream.get_final_response()).output_text == "primary"
+    deadline = time.monotonic() + 5
+    while not candidate.fake.requests:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    (sent,) = candidate.fake.bodies("/api/chat")
+    assert sent["stream"] is False and sent["messages"] == primary.fake.bodies("/api/chat")[0]["messages"]
+
+
+@pytest.mark.parametrize(("query", "param"), [("limit=0", "limit"), ("limit=101", "limit"), ("limit=ten", "limit"),
+                                              ("order=up", "order"), ("after=msg_nope", "after")])
+async def test_bad_input_items_queries_are_400s(fake_ollama, gateway, query, param):
+    """Each bad list parameter is a 400 naming it."""
+    _, stored, _ = await post(gateway.url, {"model": "llama3.2", "input": "Hi"})
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{gateway.url}/v1/responses/{stored['id']}/input_items?{query}") as resp:
+            assert resp.status == 400 and (await resp.json())["error"]["param"] == param
+        async with session.get(f"{gateway.url}/v1/responses/{stored['id']}?stream=true") as resp:
+            assert resp.status == 400 and (await resp.json())["error"]["param"] == "stream"
+        async with session.put(f"{gateway.url}/v1/responses") as resp:
+            assert resp.status == 405 and (await resp.json())["error"]["type"] == "invalid_request_error"
