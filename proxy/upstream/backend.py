@@ -311,7 +311,9 @@ class Upstream:
         if self.kind == "openai":
             return PassthroughError(status, raw or b'{"error":{"message":"backend error","type":"api_error",'
                                     b'"param":null,"code":null}}', outcome=outcome, backend=self.name, headers=extra)
-        if self.kind == "anthropic":  # relayed in Anthropic's own shape (the Messages door keeps it as is)
+        if self.kind == "anthropic" and status not in (401, 403):  # relayed in Anthropic's own shape
+            # (a refused gateway key falls through to the 502 below: the client's own key was fine, and a
+            # relayed 401 would make Claude Code ask its user to log in again)
             return PassthroughError(status, raw or b'{"type":"error","error":{"type":"api_error",'
                                     b'"message":"backend error"}}', outcome=outcome, backend=self.name, headers=extra)
         message = _ollama_message(raw) or f"HTTP {status}"

@@ -107,6 +107,20 @@ async def test_cloud_errors_and_error_events_reach_the_sdk_unchanged(start_anthr
                                                             "message": "Overloaded"}}
 
 
+async def test_a_cloud_refusing_the_gateway_key_is_a_502_not_the_clients_401(start_anthropic, start_gateway):
+    """The cloud's 401 is about the gateway's key: the client gets a 502 naming the backend, not its own 401."""
+    fake, url = await start_anthropic()
+    gw = await start_gateway(cloud_config(url), environ={"ANTHROPIC_API_KEY": ""})
+    async with client(gw) as c:
+        with pytest.raises(anthropic.InternalServerError) as info:
+            await c.messages.create(model="claude-x", max_tokens=10, messages=HI)
+    assert info.value.status_code == 502
+    assert info.value.body["error"] == {"type": "api_error",  # type: ignore[index]
+                                        "message": "backend cloud refused the gateway's credentials"}
+    [(_, _, _, headers)] = fake.requests
+    assert "x-api-key" not in headers and headers["anthropic-version"] == "2023-06-01"
+
+
 @pytest.mark.xfail(strict=True, reason="relay_openai_stream ends a failed stream with OpenAI's data-only error "
                    "event, which anthropic-python ignores; it should use getattr(edit, 'fail', sse_error_event)")
 async def test_a_cloud_stream_cut_short_makes_the_sdk_stream_raise(start_anthropic, start_gateway):
