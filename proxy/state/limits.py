@@ -141,12 +141,14 @@ class SharedLimits:
                 self._renewer = asyncio.get_running_loop().create_task(self._renew_held(), name="lease-renewal")
         return lease
 
-    def release(self, lease: Lease, tokens: int) -> asyncio.Task[None]:
+    def release(self, lease: Lease, tokens: int) -> asyncio.Task[None] | None:
         """Give the slot back and charge ``tokens``, in a task of its own (a client that left cannot stop it).
 
         Await it (shielded) before answering: a caller's next request must find the slot free.
         """
         self.held.pop(lease.lease_id, None)
+        if not lease.lease_id and not (tokens and lease.credential.tokens_per_minute):
+            return None  # requests per minute only: nothing to give back
         task = asyncio.get_running_loop().create_task(self._give_back(lease, tokens), name="lease-release")
         self._releases.add(task)
         task.add_done_callback(self._releases.discard)
