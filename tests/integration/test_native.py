@@ -10,6 +10,7 @@ import aiohttp
 import orjson
 import pytest
 
+from proxy.background.health import check_all
 from tests.fakes import ollama as o
 from tests.integration.test_observability import eventually, scrape, series
 from tests.integration.test_observability_logs import log_lines
@@ -267,3 +268,29 @@ async def test_native_calls_are_in_the_request_log_with_timings_and_text(start_f
         "completion_tokens": 2, "prompt": orjson.dumps(HI).decode(), "answer": "sun moon"}
     assert (generate["stream"], generate["prompt"], generate["answer"], generate["completion_tokens"]) == (
         False, '"shine"', "star", 1)
+
+
+async def test_a_pool_prefers_the_host_with_the_model_loaded(start_fake, start_gateway):
+    cold, warm = await start_fake(), await start_fake(running=["llama3.2:latest"])
+    gw = await start_gateway(routed([backend("cold", cold.url), backend("warm", warm.url)],
+                                    {"targets": [{"backend": ["cold", "warm"]}]}))
+    await check_all(gw.backends)
+    served = [(await call(gw.url, "/api/chat", {**CHAT, "stream": False}))[1]["x-gateway-backend"] for _ in range(3)]
+    assert served == ["warm"] * 3
+    assert cold.fake.bodies("/api/chat") == []
+
+
+async def test_a_sticky_header_keeps_a_session_on_one_split_arm(start_fake, start_gateway):
+    a, b = await start_fake(), await start_fake()
+    gw = await start_gateway(routed([backend("a", a.url), backend("b", b.url)],
+                                    {"targets": [{"backend": "a", "weight": 50}, {"backend": "b", "weight": 50}],
+                                     "sticky": ["header:X-Session-Id"]}))
+
+    async def served(session: str) -> str:
+        _, headers, _ = await call(gw.url, "/api/generate", {"model": "llama3.2", "prompt": "x", "stream": False},
+                                   headers={"X-Session-Id": session})
+        return headers["x-gateway-backend"]
+
+    for session in ("s1", "s2", "s3"):
+        assert len({await served(session) for _ in range(4)}) == 1
+    assert {await served(f"session-{i}") for i in range(24)} == {"a", "b"}

@@ -127,3 +127,10 @@ async def test_the_backend_is_named_by_header_or_found_by_route(start_fake, star
                                                           "are managed elsewhere."})
     status, _, raw = await call(gw.url, "/api/pull", {"model": "x"}, headers={**ADMIN, "X-Gateway-Backend": "gpu9"})
     assert (status, orjson.loads(raw)) == (404, {"error": "Unknown backend 'gpu9' in the X-Gateway-Backend header."})
+
+
+async def test_an_open_gateway_leaves_admin_calls_open(gateway, fake_ollama):
+    """No ``auth`` section at all: the gateway is open, Ollama's admin calls included."""
+    status, _, raw = await call(gateway.url, "/api/pull", {"model": "phi4:14b", "stream": False})
+    assert (status, orjson.loads(raw)) == (200, {"status": "success"})
+    assert "phi4:14b" in fake_ollama.fake.models
