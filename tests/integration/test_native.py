@@ -294,3 +294,14 @@ async def test_a_sticky_header_keeps_a_session_on_one_split_arm(start_fake, star
     for session in ("s1", "s2", "s3"):
         assert len({await served(session) for _ in range(4)}) == 1
     assert {await served(f"session-{i}") for i in range(24)} == {"a", "b"}
+
+
+async def test_per_credential_limits_answer_429_in_ollama_shape(fake_ollama, start_gateway):
+    gw = await start_gateway({"backends": [backend("local", fake_ollama.url)], "logging": {"requests": False},
+                              "auth": {"credentials": [{"name": "tight", "api_key": "sk-tight-0001",
+                                                        "requests_per_minute": 1}]}})
+    headers = {"Authorization": "Bearer sk-tight-0001"}
+    first = await call(gw.url, "/api/chat", {**CHAT, "stream": False}, headers=headers)
+    status, answer_headers, raw = await call(gw.url, "/api/chat", {**CHAT, "stream": False}, headers=headers)
+    assert (first[0], status, set(orjson.loads(raw))) == (200, 429, {"error"})
+    assert int(answer_headers["Retry-After"]) > 0
