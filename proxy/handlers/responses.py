@@ -120,9 +120,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     keep_text = config.logging.include_prompts
     if keep_text:
         ctx.prompt_text = dumps(body.get("input")).decode()
-    headers = response_headers(ctx)
-    if translated.left_out:
-        headers[IGNORED_TOOLS_HEADER] = ",".join(translated.left_out)
+    ignored = {IGNORED_TOOLS_HEADER: ",".join(translated.left_out)} if translated.left_out else {}
     openai_body = _openai_body(body, previous)
     if ctx.plan is not None and ctx.plan.shadow is not None:
         app[SHADOWS].start(ctx, RESPONSES_ENDPOINT, openai_body, translated.native)
@@ -137,9 +135,10 @@ async def create_response(request: web.Request) -> web.StreamResponse:
             await store.put(owner, response_id, StoredResponse(response=dict(response), input_items=input_items))
 
     async def call(attempt: Attempt, upstream: Upstream) -> web.StreamResponse:
-        headers.update(response_headers(ctx))  # this attempt's backend and model
-        if upstream.kind == "openai":
+        headers = response_headers(ctx)  # this attempt's backend and model
+        if upstream.kind == "openai":  # it gets the hosted tools: nothing was left out
             return await _call_openai(request, ctx, openai_body, attempt, upstream, headers)
+        headers.update(ignored)
         if previous is None and isinstance(previous_id, str):
             raise not_found(previous_id, "previous_response_id")  # not ours, and this backend has no state
         payload = payloads.get(attempt.model)

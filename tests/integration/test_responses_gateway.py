@@ -101,6 +101,7 @@ async def test_an_openai_backend_gets_the_body_unchanged_but_the_model(start_gat
             deltas = [e.delta async for e in stream if e.type == "response.output_text.delta"]
             final = await stream.get_final_response()
     assert whole.parse().output_text == "Hello from the cloud" and whole.headers["x-gateway-backend"] == "cloud"
+    assert "x-gateway-ignored-tools" not in whole.headers  # the cloud got web_search
     assert deltas == ["Hello from the cloud"] and final.id == "resp_cloud1"
     (sent, headers), (streamed, _) = cloud.app[BODIES]
     assert sent == {"model": "gpt-5-mini", **request}  # the cloud's own previous_response_id passed on
