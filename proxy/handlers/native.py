@@ -82,7 +82,8 @@ async def _native_call(request: web.Request) -> web.StreamResponse:
     payloads: dict[str, bytes] = {}
 
     async def call(attempt: Attempt, upstream: Upstream) -> web.StreamResponse:
-        assert upstream.kind == NATIVE_KIND  # _plan_native left only Ollama backends
+        if upstream.kind != NATIVE_KIND:  # only after a reload changed the backend's type mid-request
+            raise InvalidRequestError(f"Backend {upstream.name} is not an Ollama backend.", code="native_unsupported")
         payload = payloads.get(attempt.model)
         if payload is None:
             payload = payloads[attempt.model] = dumps({**body, "model": attempt.model})
@@ -98,7 +99,8 @@ async def _native_call(request: web.Request) -> web.StreamResponse:
         error = ollama_error_line(answer, upstream.name)
         if error is not None:
             raise error
-        if "model" in answer:
+        renamed = "model" in answer and answer["model"] != client_model
+        if renamed:
             answer["model"] = client_model
         if path != "/api/show":
             ctx.timings, ctx.prompt_tokens, ctx.completion_tokens = final_timings(answer)
@@ -106,6 +108,8 @@ async def _native_call(request: web.Request) -> web.StreamResponse:
             message = answer.get("message")
             text = message.get("content") if isinstance(message, Mapping) else answer.get("response")
             ctx.answer_text = text if isinstance(text, str) else ""
+        if not renamed:  # the backend's bytes as they came (an embedding answer can be large)
+            return web.Response(body=answer_raw, content_type="application/json", headers=response_headers(ctx))
         return json_response(answer, response_headers(ctx))
 
     return await app[ROUTER].run(ctx, call)
