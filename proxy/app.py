@@ -42,6 +42,7 @@ from proxy.handlers.admin import (
 )
 from proxy.handlers.embeddings import embeddings
 from proxy.handlers import messages, native, responses
+from proxy.handlers.responses_stored import RESPONSES
 from proxy.handlers.generate import chat_completions, completions
 from proxy.handlers.health import healthz, readyz
 from proxy.handlers.models import list_models, retrieve_model
@@ -64,6 +65,7 @@ from proxy.keys import (
 from proxy.middleware import gateway_middleware
 from proxy.router import Router
 from proxy.state.limits import SharedLimits
+from proxy.state.responses import RedisResponseStore
 from proxy.state.store import SharedState
 from proxy.telemetry.logs import RequestLog
 from proxy.upstream.backend import close_upstreams, open_upstreams
@@ -105,7 +107,10 @@ def create_app(config: Config, *, rng: random.Random | None = None, health_check
     puller = app[PULLER] = Puller(backends, tasks, lambda: live.current.ops.auto_pull,
                                   on_pulled=catalog.invalidate, on_auto_pull=metrics.auto_pull if metrics else None)
     app[ROUTER] = Router(backends, puller, rng or random.Random(), on_retry=metrics.retry if metrics else None)
-    shared = _shared_limits(config)
+    state = SharedState(config.state) if config.state is not None else None  # Redis, shared by replicas
+    shared = SharedLimits(state) if state is not None else None
+    if state is not None:
+        app[RESPONSES] = RedisResponseStore(state)  # else the Responses door keeps them in memory
     app[ADMISSION] = admission = Admission(config.auth, on_auth_failure=metrics.auth_failure if metrics else None,
                                            on_rate_limited=metrics.rate_limited if metrics else None,
                                            shared=shared, refuse_when_unavailable=config.state is not None
@@ -187,13 +192,6 @@ def create_app(config: Config, *, rng: random.Random | None = None, health_check
     messages.add_routes(r)  # Anthropic's Messages API
     native.add_routes(r)  # Ollama's own API
     return app
-
-
-def _shared_limits(config: Config) -> SharedLimits | None:
-    """The credentials' limits in Redis when the ``state`` section says so (None: per process)."""
-    if config.state is None:
-        return None
-    return SharedLimits(SharedState(config.state))
 
 
 def _shadow_metrics(metrics: Metrics):  # type: ignore[no-untyped-def]

@@ -226,3 +226,37 @@ def test_without_state_the_startup_log_says_limits_are_per_process(caplog, worke
     unlimited = parse_config({"auth": {"credentials": [{"name": "a", "api_key": "k"}]}}, {})
     assert warn_if_limits_per_process(shared, workers) is False and warn_if_limits_per_process(unlimited, workers) is False
     assert caplog.records == []
+
+
+@needs_redis
+async def test_a_response_stored_through_one_process_continues_through_another(start_fake, tmp_path, redis_server):
+    """``previous_response_id`` across replicas: stored via one process, continued, retrieved and deleted
+    via another; another caller does not see it."""
+    import openai
+
+    from tests.fakes import ollama as o
+
+    local = await start_fake()
+    local.fake.script("/api/chat", o.ok("Nice to meet you, Ada."), o.ok("Your name is Ada."))
+    raw = _config(local.url, redis_server.url)
+    procs = await _gateways(tmp_path, raw, redis_server.url, n=2)
+    clients = [openai.AsyncOpenAI(base_url=p.url + "/v1", api_key=KEY, max_retries=0, timeout=20) for p in procs]
+    other = openai.AsyncOpenAI(base_url=procs[1].url + "/v1", api_key=FREE_KEY, max_retries=0, timeout=20)
+    try:
+        first = await clients[0].responses.create(model="llama3.2", input="My name is Ada.")
+        second = await clients[1].responses.create(model="llama3.2", input="What is my name?",
+                                                   previous_response_id=first.id)
+        assert second.output_text == "Your name is Ada."
+        assert [m["content"] for m in local.fake.bodies("/api/chat")[1]["messages"]] == [
+            "My name is Ada.", "Nice to meet you, Ada.", "What is my name?"]
+        assert (await clients[1].responses.retrieve(first.id)).output_text == "Nice to meet you, Ada."
+        with pytest.raises(openai.NotFoundError):
+            await other.responses.retrieve(first.id)
+        await clients[1].responses.delete(first.id)
+        with pytest.raises(openai.NotFoundError):
+            await clients[0].responses.retrieve(first.id)
+    finally:
+        for client in (*clients, other):
+            await client.close()
+        for proc in procs:
+            proc.kill()
