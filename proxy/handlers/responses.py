@@ -19,8 +19,9 @@ the ``x-gateway-ignored-tools`` response header names them.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -148,12 +149,14 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         if ctx.stream:
             resp = await upstream.send("POST", "/api/chat", payload, model=attempt.model)
             ctx.upstream_wait += time.perf_counter() - t0
-            translator = ResponsesStream(request=translated, response_id=response_id, created_at=created,
-                                         model=ctx.client_model, new_id=new_id, now=created_now)
+            translator = _StoringStream(remember, request=translated, response_id=response_id,
+                                        created_at=created, model=ctx.client_model, new_id=new_id, now=created_now)
             translator.keep_text = keep_text
-            out = await relay_ollama_stream(request, ctx, resp, translator, headers)
-            await remember(translator.response)
-            return out
+            try:
+                return await relay_ollama_stream(request, ctx, resp, translator, headers)
+            finally:
+                if translator.storing is not None:
+                    await translator.storing
         raw = await upstream.fetch("POST", "/api/chat", payload, model=attempt.model)
         ctx.upstream_wait += time.perf_counter() - t0
         native_answer = json_answer(raw, upstream.name)
@@ -173,6 +176,22 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         return json_response(response, headers)
 
     return await app[ROUTER].run(ctx, call)
+
+
+class _StoringStream(ResponsesStream):
+    """Starts storing the response as soon as it is complete, before its last event is written, so a
+    client that continues it at once (``previous_response_id``) finds it; the handler awaits it."""
+
+    def __init__(self, remember: Callable[[Mapping[str, Any]], Awaitable[None]], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._remember = remember
+        self.storing: asyncio.Future[None] | None = None
+
+    def feed(self, obj: Mapping[str, object]) -> bytes:
+        out = super().feed(obj)
+        if self.response is not None and self.storing is None:
+            self.storing = asyncio.ensure_future(self._remember(self.response))
+        return out
 
 
 def _openai_body(body: Mapping[str, object], previous: StoredResponse | None) -> dict[str, object]:

@@ -60,7 +60,8 @@ async def test_agent_calls_its_tool_and_answers(fake_ollama, client, stream):
                       "tool_name": "get_weather"}
 
 
-async def test_agent_continues_with_previous_response_id(fake_ollama, gateway):
+@pytest.mark.parametrize("stream", [False, True])
+async def test_agent_continues_with_previous_response_id(fake_ollama, gateway, stream):
     """``auto_previous_response_id``: the second model call sends only the tool output and the stored id."""
     fake_ollama.fake.script("/api/chat", o.ok("", tool_calls=CALL), o.ok("Sunny."))
     sent: list[dict] = []
@@ -71,8 +72,14 @@ async def test_agent_continues_with_previous_response_id(fake_ollama, gateway):
     seen: list[str] = []
     async with httpx.AsyncClient(event_hooks={"request": [record]}) as http, \
             gateway.client(http_client=http) as client:
-        result = await Runner.run(_agent(client, seen), "Weather in Paris?", auto_previous_response_id=True,
-                                  run_config=RunConfig(model_settings=ModelSettings(store=True)))
+        agent, settings = _agent(client, seen), RunConfig(model_settings=ModelSettings(store=True))
+        if stream:
+            result = Runner.run_streamed(agent, "Weather in Paris?", auto_previous_response_id=True,
+                                         run_config=settings)
+            async for _ in result.stream_events():
+                pass
+        else:
+            result = await Runner.run(agent, "Weather in Paris?", auto_previous_response_id=True, run_config=settings)
     assert result.final_output == "Sunny." and seen == ["Paris"]
     assert "previous_response_id" not in sent[0]
     assert sent[1]["previous_response_id"].startswith("resp_")
