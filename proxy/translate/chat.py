@@ -13,6 +13,7 @@ from proxy.ids import new_id
 from proxy.jsonio import JSONDecodeError, dumps, loads
 from proxy.translate.fields import (
     check_n,
+    check_openai_only_fields,
     ollama_extras,
     opt_bool,
     opt_int,
@@ -308,6 +309,7 @@ def chat_request_to_ollama(
 ) -> dict[str, object]:
     """Translate a validated-as-we-go OpenAI chat request into an ``/api/chat`` body for ``model``."""
     check_n(body)
+    check_openai_only_fields(body)  # the answer-neutral ones checked and ignored, the others a 400
     stream = opt_bool(body, "stream") or False
     native: dict[str, object] = {"model": model, "messages": _messages(body.get("messages")), "stream": stream}
     tools, forced = _tool_choice(body)

@@ -12,6 +12,9 @@ from collections.abc import Mapping
 from proxy.errors import InvalidRequestError
 
 __all__ = [
+    "ANSWER_NEUTRAL_FIELDS",
+    "ANSWER_CHANGING_FIELDS",
+    "check_openai_only_fields",
     "MAX_TOKENS_LIMIT",
     "SEED_MAX",
     "SEED_MIN",
@@ -116,6 +119,63 @@ def opt_int(
             message = f"Invalid value for '{name}': {value} is greater than the maximum of {hi}."
         raise InvalidRequestError(message, param=name)
     return value
+
+
+ANSWER_NEUTRAL_FIELDS = ("verbosity", "service_tier", "store", "metadata", "prompt_cache_key",
+                         "prompt_cache_retention", "safety_identifier", "user", "prediction")
+"""OpenAI chat fields accepted (their types checked) and ignored: they do not change what Ollama answers.
+
+``verbosity`` is a hint Ollama has no knob for; ``service_tier``, ``store``, ``metadata``, the prompt
+cache keys, ``safety_identifier`` and ``user`` are about OpenAI's billing, storage and abuse checks
+(``user`` is also the gateway's sticky key); ``prediction`` (predicted outputs) only makes OpenAI
+faster, never different.
+"""
+
+ANSWER_CHANGING_FIELDS = ("modalities", "audio", "web_search_options", "functions", "function_call",
+                          "logit_bias")
+"""Fields that would change the answer and that Ollama cannot honour: a 400 naming the field.
+
+``modalities`` other than ``["text"]`` and ``audio`` ask for spoken output, ``web_search_options``
+for a searched answer, ``functions``/``function_call`` for the legacy function calling (``tools``
+and ``tool_choice`` work), a non-empty ``logit_bias`` for banned or favoured tokens.
+"""
+
+_VERBOSITY = ("low", "medium", "high")
+
+
+def _unsupported(param: str, why: str) -> InvalidRequestError:
+    return InvalidRequestError(f"'{param}' is not supported by this gateway's Ollama backends: {why}.",
+                               param=param, code="unsupported_parameter")
+
+
+def check_openai_only_fields(body: Mapping[str, object]) -> None:
+    """Check the fields of ``ANSWER_NEUTRAL_FIELDS`` (then ignored) and refuse ``ANSWER_CHANGING_FIELDS``."""
+    verbosity = opt_str(body, "verbosity")
+    if verbosity is not None and verbosity not in _VERBOSITY:
+        raise InvalidRequestError(f"Invalid value for 'verbosity': {verbosity!r}. Supported values: 'low', "
+                                  "'medium', 'high'.", param="verbosity")
+    for key in ("service_tier", "prompt_cache_key", "prompt_cache_retention", "safety_identifier", "user"):
+        opt_str(body, key)
+    opt_bool(body, "store")
+    for key in ("metadata", "prediction", "web_search_options", "audio", "logit_bias"):
+        value = body.get(key)
+        if value is not None and not isinstance(value, Mapping):
+            raise wrong_type(key, "an object", value)
+    modalities = body.get("modalities")
+    if modalities is not None:
+        if not isinstance(modalities, list) or not all(isinstance(m, str) for m in modalities):
+            raise wrong_type("modalities", "an array of strings", modalities)
+        if any(m != "text" for m in modalities):
+            raise _unsupported("modalities", "answers are text only")
+    if body.get("audio") is not None:
+        raise _unsupported("audio", "answers are text only")
+    if body.get("web_search_options") is not None:
+        raise _unsupported("web_search_options", "there is no web search")
+    for key in ("functions", "function_call"):
+        if body.get(key) is not None:
+            raise _unsupported(key, "use 'tools' and 'tool_choice' instead")
+    if body.get("logit_bias"):
+        raise _unsupported("logit_bias", "Ollama cannot bias tokens")
 
 
 def check_n(body: Mapping[str, object]) -> None:

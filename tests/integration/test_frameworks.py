@@ -312,3 +312,33 @@ async def test_bad_token_arrays_are_400s_naming_input(start_fake, start_gateway,
             body = await resp.json()
     assert resp.status == 400 and body["error"]["param"] == "input"
     assert local.fake.bodies("/api/embed") == []
+
+
+async def test_new_answer_neutral_chat_fields_are_accepted(gateway, fake_ollama):
+    """verbosity, service_tier, store, metadata, the prompt cache keys, safety_identifier and prediction
+    are accepted by the openai SDK's own parameters and do not reach Ollama."""
+    async with gateway.client() as client:
+        answer = await client.chat.completions.create(
+            model="llama3.2", messages=HI, verbosity="low", service_tier="auto", store=True,
+            metadata={"team": "a"}, prompt_cache_key="k1", safety_identifier="u-1",
+            prediction={"type": "content", "content": "Hello"})
+    assert answer.choices[0].message.content == "Hello world"
+    (sent,) = fake_ollama.fake.bodies("/api/chat")
+    assert set(sent) == {"model", "messages", "stream", "truncate"}
+
+
+@pytest.mark.parametrize(("extra", "param"), [
+    ({"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}}, "modalities"),
+    ({"audio": {"voice": "alloy", "format": "wav"}}, "audio"),
+    ({"web_search_options": {}}, "web_search_options"),
+    ({"functions": [{"name": "f", "parameters": {"type": "object"}}]}, "functions"),
+    ({"logit_bias": {"50256": -100}}, "logit_bias"),
+    ({"verbosity": "loud"}, "verbosity"),
+])
+async def test_answer_changing_chat_fields_are_400s_naming_them(gateway, fake_ollama, extra, param):
+    """Fields Ollama cannot honour that would change the answer are refused, naming the field."""
+    async with gateway.client() as client:
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.chat.completions.create(model="llama3.2", messages=HI, **extra)
+    assert caught.value.param == param
+    assert fake_ollama.fake.requests == []
