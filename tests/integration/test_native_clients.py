@@ -3,6 +3,7 @@ client and LangChain's ``ChatOllama``, with HTTP Basic auth as they send it to a
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any
 
@@ -224,3 +225,24 @@ def test_httpx_is_what_the_client_sends_with():
     with ollama.Client(host="http://127.0.0.1:1", auth=("a", "b")) as made:
         assert isinstance(made._client, httpx.Client)
         assert isinstance(made._client.auth, httpx.BasicAuth)
+
+
+async def test_the_blocking_clients_work_too(secured, fake_ollama):
+    """``ollama.Client`` and ChatOllama's ``invoke``/``stream`` (run in a worker thread beside the gateway)."""
+    fake_ollama.fake.script("/api/chat", ok("Hello from the gateway"))
+
+    def blocking() -> tuple[str, list[str], str, list[str]]:
+        with ollama.Client(host=secured.url, auth=("alice", ENV["ALICE_PW"]), timeout=20) as sync:
+            whole = sync.chat(model="assistant", messages=MESSAGES).message.content or ""
+            parts = [p.message.content or "" for p in sync.chat(model="assistant", messages=MESSAGES, stream=True)]
+        llm = ChatOllama(model="assistant", base_url=secured.url, client_kwargs={"headers": ALICE})
+        try:
+            reply = str(llm.invoke("hi").content)
+            chunks = [str(c.content) for c in llm.stream("hi")]
+        finally:
+            llm._client._client.close()
+            _OPEN.append(llm._async_client)
+        return whole, parts, reply, chunks
+
+    whole, parts, reply, chunks = await asyncio.to_thread(blocking)
+    assert (whole, "".join(parts), reply, "".join(chunks)) == ("Hello from the gateway",) * 4
