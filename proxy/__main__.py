@@ -23,7 +23,8 @@ __all__ = ["main"]
 def _serve_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ollama-gateway", description="OpenAI-compatible gateway for Ollama.")
     p.add_argument("--config", "-c", metavar="FILE", help="YAML config (default: built-in defaults)")
-    p.add_argument("--check-config", metavar="FILE", help="validate FILE, print every problem, exit non-zero on any")
+    p.add_argument("--check-config", metavar="FILE",
+                   help="validate FILE, print every problem (exit non-zero on any) and warnings (exit 0)")
     p.add_argument("--host", help="listen address (overrides server.host)")
     p.add_argument("--port", type=int, help="listen port (overrides server.port)")
     p.add_argument("--workers", type=int, help="worker processes sharing the port (overrides server.workers)")
@@ -31,14 +32,20 @@ def _serve_parser() -> argparse.ArgumentParser:
 
 
 def _check_config(path: str) -> int:
+    """Problems fail the check (exit 1); warnings (``policies.checks``) are printed and do not."""
+    from policies.checks import policy_warnings
+
     try:
-        load_config(path, os.environ)
+        config = load_config(path, os.environ)
     except ConfigError as exc:
         print(f"{path}: {len(exc.problems)} problem(s)", file=sys.stderr)
         for where, message in exc.problems:
             print(f"  {where}: {message}" if where else f"  {message}", file=sys.stderr)
         return 1
-    print(f"{path}: OK")
+    warnings = policy_warnings(config.policy)
+    for where, message in warnings:
+        print(f"  warning: {where}: {message}", file=sys.stderr)
+    print(f"{path}: OK" + (f" ({len(warnings)} warning(s))" if warnings else ""))
     return 0
 
 
