@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
 # ollama-gateway image: wheels are built in one stage, installed into a slim runtime in the next.
+# The base image is pinned (Python patch release and Debian release); raise it deliberately.
 #   docker build -t ollama-gateway .
 #   docker run -p 8080:8080 -v ./deploy/gateway.yaml:/etc/ollama-gateway/config.yaml:ro \
 #     -e GATEWAY_API_KEY=... -e GATEWAY_ADMIN_KEY=... ollama-gateway
@@ -7,7 +8,7 @@
 # holds neither.
 
 # --- build: the project and all its dependencies as wheels ----------------------------------------
-FROM python:3.11-slim AS build
+FROM python:3.11.15-slim-trixie AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
@@ -16,7 +17,7 @@ COPY . .
 RUN pip wheel --wheel-dir /wheels .
 
 # --- runtime: no compiler, no source tree, no pip cache ------------------------------------------
-FROM python:3.11-slim AS runtime
+FROM python:3.11.15-slim-trixie AS runtime
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \

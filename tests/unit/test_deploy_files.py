@@ -1,4 +1,4 @@
-"""Deployment files checked without Docker: compose topology, Dockerfile, env docs, Grafana dashboard."""
+"""Deployment files checked without Docker: compose topology (Valkey, the load balancer), Dockerfile, env docs, Grafana."""
 
 from __future__ import annotations
 
@@ -105,20 +105,96 @@ def test_gpu_profile_reserves_nvidia_devices(services: dict[str, Any]) -> None:
     assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
 
 
-def test_gateway_is_the_only_published_service(services: dict[str, Any], dockerfile: str) -> None:
-    """Only the gateway publishes a port to all interfaces; its container port is EXPOSE and config port."""
+def test_the_load_balancer_is_the_only_published_service(services: dict[str, Any], dockerfile: str) -> None:
+    """Only `lb` publishes a port to all interfaces; the gateway publishes none, so it can be scaled."""
     exposed = {int(p) for p in re.findall(r"^EXPOSE\s+(\d+)", dockerfile, re.MULTILINE)}
     config_port = _yaml(DEPLOY / "gateway.yaml")["server"]["port"]
-    gateway = services["gateway"]
-    assert [_container_port(p) for p in gateway["ports"]] == [config_port]
     assert exposed == {config_port} == {8080}
     assert f"--port\", \"{config_port}\"" in dockerfile
+    gateway = services["gateway"]
+    assert "ports" not in gateway and "container_name" not in gateway
+    assert gateway["deploy"]["replicas"] == "${GATEWAY_REPLICAS:-1}"
+    lb = services["lb"]
+    assert [_container_port(p) for p in lb["ports"]] == [_nginx_listen_port()] == [8080]
+    assert [_host_ip(p) for p in lb["ports"]] == [None]
     for name, service in services.items():
-        if name == "gateway" or "ports" not in service:
+        if name == "lb" or "ports" not in service:
             continue
         # monitoring UIs may only listen on the host's loopback
         assert MONITORING in service.get("profiles", []), name
         assert all(_host_ip(p) == "127.0.0.1" for p in service["ports"]), name
+
+
+def _nginx_conf() -> str:
+    return _yaml(ROOT / "docker-compose.yml")["configs"]["lb-nginx"]["content"]  # type: ignore[no-any-return]
+
+
+def _nginx_listen_port() -> int:
+    (port,) = re.findall(r"^\s*listen\s+(\d+);", _nginx_conf(), re.MULTILINE)
+    return int(port)
+
+
+def test_load_balancer_spreads_over_every_replica_and_streams(services: dict[str, Any]) -> None:
+    """nginx re-resolves `gateway` (every replica) at the config port, streams unbuffered and retries refusals."""
+    conf = _nginx_conf()
+    config_port = _yaml(DEPLOY / "gateway.yaml")["server"]["port"]
+    assert re.search(rf"^\s*server gateway:{config_port} resolve;", conf, re.MULTILINE)
+    assert re.search(r"^\s*resolver 127\.0\.0\.11 valid=\d+s", conf, re.MULTILINE)  # Docker's embedded DNS
+    for directive in ("proxy_buffering off;", "proxy_request_buffering off;", "client_max_body_size 0;",
+                      "proxy_http_version 1.1;", "proxy_next_upstream error timeout;", "proxy_pass http://gateway;"):
+        assert directive in conf, directive
+    read_timeout = int(re.findall(r"proxy_read_timeout (\d+)s;", conf)[0])
+    assert read_timeout >= 900  # the gateway's own timeouts.read default
+    assert "$host" not in conf.replace("$$host", "")  # a single `$` would be substituted by Compose
+    lb = services["lb"]
+    assert lb["configs"] == [{"source": "lb-nginx", "target": "/etc/nginx/conf.d/default.conf"}]
+    assert _networks(lb) == {"frontend"}
+    assert lb["depends_on"] == {"gateway": {"condition": "service_healthy"}}
+    assert lb["read_only"] is True and "/healthz" in lb["healthcheck"]["test"][-1]
+
+
+def test_valkey_is_internal_unpublished_and_healthchecked(compose: dict[str, Any], services: dict[str, Any]) -> None:
+    """Valkey sits only on the internal network, publishes nothing, keeps nothing on disk and answers ping."""
+    valkey = services["valkey"]
+    assert "ports" not in valkey and "expose" not in valkey
+    assert _networks(valkey) == {"backend"}
+    assert compose["networks"]["backend"].get("internal") is True
+    assert valkey["image"] == "valkey/valkey:${VALKEY_IMAGE_TAG:-9.0.8-alpine}"
+    assert valkey["healthcheck"]["test"] == ["CMD", "valkey-cli", "ping"]
+    command = valkey["command"]
+    assert command[0] == "valkey-server"
+    assert command[command.index("--save") + 1] == "" and command[command.index("--appendonly") + 1] == "no"
+    assert "volumes" not in valkey and valkey["read_only"] is True and valkey["tmpfs"] == ["/data"]
+
+
+def test_gateway_uses_valkey_for_its_state(services: dict[str, Any]) -> None:
+    """The gateway waits for a healthy Valkey, and its config (with .env.example's values) points at it."""
+    from proxy.config import parse_config
+
+    assert services["gateway"]["depends_on"]["valkey"] == {"condition": "service_healthy"}
+    env = dict(re.findall(r"^([A-Z_][A-Z0-9_]*)=(.*)$", (ROOT / ".env.example").read_text(), re.MULTILINE))
+    assert env["GATEWAY_REDIS_URL"] == "redis://valkey:6379/0"
+    raw = _yaml(DEPLOY / "gateway.yaml")
+    assert raw["state"]["redis_url"] == "${GATEWAY_REDIS_URL:-redis://valkey:6379/0}"  # an older .env still works
+    config = parse_config(raw, env)
+    assert config.state is not None
+    assert (config.state.redis_url, config.state.on_unavailable) == ("redis://valkey:6379/0", "allow")
+    without = {k: v for k, v in env.items() if k != "GATEWAY_REDIS_URL"}
+    assert parse_config(raw, without).state.redis_url == "redis://valkey:6379/0"  # type: ignore[union-attr]
+
+
+def test_every_image_is_pinned(services: dict[str, Any]) -> None:
+    """Every image has a version: a `${X_IMAGE_TAG:-version}` default that .env.example repeats, never latest."""
+    env = dict(re.findall(r"^([A-Z_][A-Z0-9_]*)=(.*)$", (ROOT / ".env.example").read_text(), re.MULTILINE))
+    for name, service in services.items():
+        if "build" in service:
+            continue
+        repo, _, tag = service["image"].partition(":")
+        match = re.fullmatch(r"\$\{([A-Z_]+_IMAGE_TAG):-([^}]+)\}", tag)
+        assert match, (name, service["image"])
+        variable, default = match.groups()
+        assert re.match(r"v?\d+\.\d+", default) and "latest" not in default, (name, default)
+        assert env[variable] == default, (name, variable)
 
 
 def test_gateway_wiring(services: dict[str, Any]) -> None:
@@ -141,9 +217,9 @@ def test_healthchecks_probe_healthz(services: dict[str, Any], dockerfile: str) -
 
 
 def test_dockerfile_is_multistage_slim_and_runs_as_non_root(dockerfile: str) -> None:
-    """Wheels are built in one stage, installed in a python:3.11-slim runtime that runs as a non-root user."""
+    """Wheels are built in one stage, installed in a pinned python:3.11 slim runtime that runs as a non-root user."""
     stages = re.findall(r"^FROM\s+(\S+)", dockerfile, re.MULTILINE)
-    assert stages == ["python:3.11-slim", "python:3.11-slim"]
+    assert stages == ["python:3.11.15-slim-trixie", "python:3.11.15-slim-trixie"]  # pinned, not a moving tag
     users = re.findall(r"^USER\s+(\S+)", dockerfile, re.MULTILINE)
     assert users and users[-1].split(":")[0] not in ("root", "0")
     assert re.search(r"^CMD \[\"ollama-gateway\", \"--config\", \"/etc/ollama-gateway/config.yaml\"", dockerfile,
