@@ -342,3 +342,17 @@ async def test_answer_changing_chat_fields_are_400s_naming_them(gateway, fake_ol
             await client.chat.completions.create(model="llama3.2", messages=HI, **extra)
     assert caught.value.param == param
     assert fake_ollama.fake.requests == []
+
+
+async def test_a_cloud_context_length_error_falls_back_when_the_route_says_so(start_fake, start_openai, start_gateway):
+    """An openai backend's own 400 context_length_exceeded counts as the context_length outcome."""
+    cloud, url = await start_openai()
+    cloud.script(CHAT, fo.status(400, "too long", type="invalid_request_error", error_code="context_length_exceeded"))
+    local = await start_fake()
+    gw = await start_gateway(routed([backend("cloud", url, "openai"), backend("local", local.url)],
+                                    {"targets": [{"backend": "cloud"}], "fallback": [{"backend": "local"}],
+                                     "fallback_on": ["context_length"]}))
+    async with sdk(gw) as client:
+        answer = await client.chat.completions.create(model="llama3.2", messages=HI)
+    assert answer.choices[0].message.content == "Hello world"
+    assert len(cloud.bodies(CHAT)) == 1
