@@ -65,6 +65,7 @@ from proxy.keys import (
 from proxy.middleware import gateway_middleware
 from proxy.router import Router
 from proxy.state.limits import SharedLimits
+from proxy.state.pulls import SharedPulls
 from proxy.state.responses import RedisResponseStore
 from proxy.state.store import SharedState
 from proxy.telemetry.logs import RequestLog
@@ -101,16 +102,17 @@ def create_app(config: Config, *, rng: random.Random | None = None, health_check
         metrics = Metrics(multiprocess_dir=multiprocess_dir)
     if metrics is not None:
         app[METRICS] = metrics
+    state = SharedState(config.state) if config.state is not None else None  # Redis, shared by replicas
+    if state is not None:
+        app[RESPONSES] = RedisResponseStore(state)  # else the Responses door keeps them in memory
     backends = app[BACKENDS] = Backends(config.policy.breaker, on_circuit=metrics.circuit if metrics else None)
     tasks = app[TASKS] = Tasks()
     catalog = app[CATALOG] = Catalog(backends)
     puller = app[PULLER] = Puller(backends, tasks, lambda: live.current.ops.auto_pull,
-                                  on_pulled=catalog.invalidate, on_auto_pull=metrics.auto_pull if metrics else None)
+                                  on_pulled=catalog.invalidate, on_auto_pull=metrics.auto_pull if metrics else None,
+                                  shared=SharedPulls(state) if state is not None else None)
     app[ROUTER] = Router(backends, puller, rng or random.Random(), on_retry=metrics.retry if metrics else None)
-    state = SharedState(config.state) if config.state is not None else None  # Redis, shared by replicas
     shared = SharedLimits(state) if state is not None else None
-    if state is not None:
-        app[RESPONSES] = RedisResponseStore(state)  # else the Responses door keeps them in memory
     app[ADMISSION] = admission = Admission(config.auth, on_auth_failure=metrics.auth_failure if metrics else None,
                                            on_rate_limited=metrics.rate_limited if metrics else None,
                                            shared=shared, refuse_when_unavailable=config.state is not None

@@ -36,12 +36,15 @@ from proxy.background.tasks import Tasks
 from proxy.config import AutoPullConfig
 from proxy.errors import ProxyError, UpstreamStreamError
 from proxy.jsonio import JSONDecodeError, dumps, loads
+from proxy.state.pulls import DONE, FOLLOW, MINE, SharedPulls
+from proxy.state.store import StateUnavailable
 from proxy.upstream.backend import Upstream
 
 __all__ = ["AUTO_PULL_BUDGET", "FAILED_PULL_TTL", "PullBoard", "PullProgress", "AutoPull", "Puller", "stream_pull"]
 
 log = logging.getLogger("proxy.background.pull")
 _Key = tuple[str, str]  # (backend, model)
+_SHARE_EVERY = 0.25  # seconds between two progress updates shared with the other processes
 _RECENT = 10.0  # a pull that ended this recently answers late waiters without a new pull
 _KEEP = 20  # finished pulls kept for /status and the dashboard
 FAILED_PULL_TTL = 300.0
@@ -148,8 +151,9 @@ class Puller:
     def __init__(self, backends: Backends, tasks: Tasks, settings: Callable[[], AutoPullConfig], *,
                  on_pulled: Callable[[], None] | None = None,
                  on_auto_pull: Callable[[str, str, str], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, shared: SharedPulls | None = None) -> None:
         self.clock = clock
+        self.shared = shared  # with a state section: single flight across processes
         self.backends = backends
         self.tasks = tasks
         self.settings = settings
@@ -160,21 +164,14 @@ class Puller:
     async def _run(self, upstream: Upstream, progress: PullProgress) -> None:
         key = (upstream.name, progress.model)
         board = self.board
-        log.info("pulling %s on %s (%s)", progress.model, upstream.name, progress.trigger)
-        logged = -1
+        claim = await self._claim(upstream, progress)
         try:
-            async for line in stream_pull(upstream, progress.model):
-                _apply(progress, line)
-                board.publish(key, progress.as_dict())
-                total = progress.total
-                tenth = progress.completed * 10 // total if total else -1
-                if tenth > logged:
-                    logged = tenth
-                    log.info("pulling %s on %s: %s %d%%", progress.model, upstream.name, progress.status,
-                             tenth * 10)
-            if progress.status != "success":
-                raise UpstreamStreamError(f"pulling {progress.model} on {upstream.name} ended without success",
-                                          outcome=Outcome.BROKEN_STREAM, backend=upstream.name)
+            if claim == FOLLOW:
+                await self._follow(upstream, progress)
+            elif claim == DONE:
+                progress.status = "success"  # another process pulled it a moment ago
+            else:
+                await self._pull(upstream, progress)
         except ProxyError as exc:
             progress.state, progress.error = "failed", exc.message
             log.warning("pull of %s on %s failed: %s", progress.model, upstream.name, exc.message)
@@ -192,6 +189,8 @@ class Puller:
             self.backends.set_health(upstream.name, await check_backend(upstream))
         finally:
             progress.finished_at = time.time()
+            if claim == MINE:
+                await self._share(upstream, progress, final=True)
             board.tasks.pop(key, None)
             board.publish(key, progress.as_dict())
             board.publish(key, None)
@@ -204,6 +203,71 @@ class Puller:
                 label = progress.model if done or self.backends.installed(progress.model) else "other"
                 self.on_auto_pull(upstream.name, label, "ok" if done else "error")
             board.prune()
+
+    async def _pull(self, upstream: Upstream, progress: PullProgress) -> None:
+        """Pull on the backend, publishing progress locally and (throttled) to the other processes."""
+        key = (upstream.name, progress.model)
+        log.info("pulling %s on %s (%s)", progress.model, upstream.name, progress.trigger)
+        logged, shared_at = -1, 0.0
+        async for line in stream_pull(upstream, progress.model):
+            _apply(progress, line)
+            self.board.publish(key, progress.as_dict())
+            if self.shared is not None and self.clock() - shared_at >= _SHARE_EVERY:
+                shared_at = self.clock()
+                await self._share(upstream, progress)
+            total = progress.total
+            tenth = progress.completed * 10 // total if total else -1
+            if tenth > logged:
+                logged = tenth
+                log.info("pulling %s on %s: %s %d%%", progress.model, upstream.name, progress.status, tenth * 10)
+        if progress.status != "success":
+            raise UpstreamStreamError(f"pulling {progress.model} on {upstream.name} ended without success",
+                                      outcome=Outcome.BROKEN_STREAM, backend=upstream.name)
+
+    async def _claim(self, upstream: Upstream, progress: PullProgress) -> str:
+        """Whether this process pulls (``MINE``), follows another's pull, or finds it done (shared state)."""
+        if self.shared is None:
+            return MINE
+        try:
+            return await self.shared.claim(upstream.name, progress.model)
+        except StateUnavailable:
+            return MINE  # Redis down: pull here (at worst one pull per process, as without state)
+
+    async def _share(self, upstream: Upstream, progress: PullProgress, *, final: bool = False) -> None:
+        if self.shared is None:
+            return
+        shared = {"state": progress.state, "status": progress.status, "error": progress.error,
+                  "layers": {d: list(v) for d, v in progress.layers.items()}}
+        try:
+            if final:
+                await self.shared.finish(upstream.name, progress.model, shared)
+            else:
+                await self.shared.publish(upstream.name, progress.model, shared)
+        except StateUnavailable:
+            pass  # the others' claim check finds the lock lapsed and pulls again
+
+    async def _follow(self, upstream: Upstream, progress: PullProgress) -> None:
+        """Another process pulls: mirror its progress here until it ends, as if this process pulled."""
+        key = (upstream.name, progress.model)
+        log.info("pull of %s on %s runs in another gateway process; following it", progress.model, upstream.name)
+        assert self.shared is not None
+        try:
+            async for remote in self.shared.follow(upstream.name, progress.model):
+                progress.status = str(remote.get("status") or progress.status)
+                progress.layers = {d: (int(c), int(t)) for d, (c, t) in dict(remote.get("layers") or {}).items()}
+                self.board.publish(key, progress.as_dict())
+                if remote.get("state") == "failed":
+                    raise UpstreamStreamError(str(remote.get("error") or f"pulling {progress.model} failed"),
+                                              outcome=Outcome.STREAM_ERROR, backend=upstream.name)
+                if remote.get("state") == "done":
+                    progress.status = "success"
+                    return
+        except StateUnavailable:
+            raise UpstreamStreamError(f"lost track of the pull of {progress.model} in another process (shared "
+                                      "state unavailable)", outcome=Outcome.BROKEN_STREAM,
+                                      backend=upstream.name) from None
+        raise UpstreamStreamError(f"the pull of {progress.model} in another process ended without a result",
+                                  outcome=Outcome.BROKEN_STREAM, backend=upstream.name)
 
     def start(self, upstream: Upstream, model: str, *, trigger: str) -> PullProgress:
         """Start pulling ``model`` on ``upstream``, or join the pull already in flight."""

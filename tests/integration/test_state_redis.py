@@ -7,6 +7,7 @@ test command installs redis-server when it is missing; without it these tests ca
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 import time
@@ -258,5 +259,43 @@ async def test_a_response_stored_through_one_process_continues_through_another(s
     finally:
         for client in (*clients, other):
             await client.close()
+        for proc in procs:
+            proc.kill()
+
+
+def _slow_pull(seconds: float):  # noqa: ANN202 - a FakeOllama pull behaviour: progress over ``seconds``, then success
+    async def behave(fake: Any, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await resp.prepare(request)
+        for done in (0, 25, 50, 75, 100):
+            line = {"status": "pulling abc", "digest": "sha256:" + "a" * 64, "total": 100, "completed": done}
+            await resp.write(json.dumps(line).encode() + b"\n")
+            await asyncio.sleep(seconds / 5)
+        await resp.write(b'{"status": "success"}\n')
+        name = str(body.get("model"))
+        if name not in fake.models:
+            fake.models.append(name)
+        await resp.write_eof()
+        return resp
+
+    return behave
+
+
+@needs_redis
+async def test_nine_requests_over_three_processes_cause_one_pull(start_fake, tmp_path, redis_server):
+    """A missing model asked for nine times at once through three processes: one /api/pull, nine answers."""
+    local = await start_fake(models=[])
+    local.fake.pull_behaviour = _slow_pull(1.0)
+    raw = {**_config(local.url, redis_server.url), "ops": {"auto_pull": {"enabled": True, "models": ["llama3.2*"],
+                                                                         "timeout": 20}}}
+    procs = await _gateways(tmp_path, raw, redis_server.url, n=3)
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            results = await asyncio.gather(*(_post(session, procs[i % 3].url, FREE_KEY) for i in range(9)))
+        assert [status for status, _, _ in results] == [200] * 9
+        assert local.fake.bodies("/api/pull") == [{"model": "llama3.2", "stream": True}]
+        followers = sum("runs in another gateway process" in p.stderr for p in procs)
+        assert followers == 2
+    finally:
         for proc in procs:
             proc.kill()
