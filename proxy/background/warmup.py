@@ -23,7 +23,7 @@ from proxy.errors import ProxyError, UpstreamStreamError
 from proxy.jsonio import JSONDecodeError, dumps, loads
 from proxy.upstream.backend import Upstream
 
-__all__ = ["load_model", "Warmup"]
+__all__ = ["FAILED", "LOADING", "PENDING", "READY", "Warmup", "load_model"]
 
 log = logging.getLogger("proxy.background.warmup")
 
