@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -21,15 +21,17 @@ from aiohttp import web
 from policies.model import Attempt
 from proxy.context import RequestContext
 from proxy.endpoints import COMPLETION
+from proxy.errors import ProxyError
 from proxy.handlers.common import json_answer, json_response, response_headers
 from proxy.jsonio import dumps
 from proxy.relay import ollama_error_line, relay_fanout_stream
 from proxy.translate.completions import CompletionFanOut, merge_completions
 from proxy.upstream.backend import Upstream, UpstreamResponse
 
-__all__ = ["complete_prompts"]
+__all__ = ["Check", "complete_prompts"]
 
 _T = TypeVar("_T")
+Check = Callable[[Mapping[str, object], Mapping[str, object], str], "ProxyError | None"]
 
 
 async def _all_or_first_error(calls: Sequence[Awaitable[_T]]) -> list[_T]:
@@ -44,8 +46,12 @@ async def _all_or_first_error(calls: Sequence[Awaitable[_T]]) -> list[_T]:
 
 async def complete_prompts(request: web.Request, ctx: RequestContext, native: Mapping[str, object],
                            prompts: Sequence[str], attempt: Attempt, upstream: Upstream, *, completion_id: str,
-                           created: int, include_usage: bool, echo: bool, keep_text: bool) -> web.StreamResponse:
-    """One ``/api/generate`` call per prompt on ``upstream``, answered as one completions response."""
+                           created: int, include_usage: bool, echo: bool, keep_text: bool,
+                           check: Check | None = None) -> web.StreamResponse:
+    """One ``/api/generate`` call per prompt on ``upstream``, answered as one completions response.
+
+    ``check(native, answer, backend)`` may refuse a whole answer (a silently truncated prompt).
+    """
     payloads = [dumps({**native, "model": attempt.model, "prompt": prompt, "truncate": False}) for prompt in prompts]
     path = COMPLETION.ollama_path
     t0 = time.perf_counter()
@@ -78,7 +84,7 @@ async def complete_prompts(request: web.Request, ctx: RequestContext, native: Ma
     answers = []
     for prompt, raw in zip(prompts, raws):
         answer = json_answer(raw, upstream.name)
-        error = ollama_error_line(answer, upstream.name)
+        error = ollama_error_line(answer, upstream.name) or (check(native, answer, upstream.name) if check else None)
         if error is not None:
             raise error
         answers.append(COMPLETION.from_ollama(answer, completion_id=completion_id, created=created,

@@ -79,7 +79,7 @@ async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamRespo
             return await complete_prompts(request, ctx, native, prompts, attempt, upstream,
                                           completion_id=completion_id, created=created,
                                           include_usage=include_usage_of(body), echo=body.get("echo") is True,
-                                          keep_text=keep_text)
+                                          keep_text=keep_text, check=silently_truncated)
         payload = payloads.get(attempt.model)
         if payload is None:
             # truncate: false makes Ollama refuse a prompt longer than its context instead of dropping

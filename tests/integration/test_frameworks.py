@@ -356,3 +356,14 @@ async def test_a_cloud_context_length_error_falls_back_when_the_route_says_so(st
         answer = await client.chat.completions.create(model="llama3.2", messages=HI)
     assert answer.choices[0].message.content == "Hello world"
     assert len(cloud.bodies(CHAT)) == 1
+
+
+async def test_a_batched_prompt_cut_by_an_older_ollama_is_context_length_exceeded(start_fake, start_gateway):
+    """In a batch too, a prompt that filled the known num_ctx is a 400, not a cut answer."""
+    local = await start_fake()
+    local.fake.script("/api/generate", o.context_limit(16, honours_truncate=False))
+    gw = await start_gateway(local_route(local.url, options={"num_ctx": 16}))
+    async with sdk(gw) as client:
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.completions.create(model="llama3.2", prompt=["short", "word " * 40])
+    assert caught.value.code == "context_length_exceeded"
