@@ -59,6 +59,7 @@ from proxy.keys import (
     PULLER,
     ROUTER,
     SHADOWS,
+    STATE,
     TASKS,
     WARMUP,
 )
@@ -102,9 +103,12 @@ def create_app(config: Config, *, rng: random.Random | None = None, health_check
         metrics = Metrics(multiprocess_dir=multiprocess_dir)
     if metrics is not None:
         app[METRICS] = metrics
-    state = SharedState(config.state) if config.state is not None else None  # Redis, shared by replicas
-    if state is not None:
+    state = None
+    if config.state is not None:  # Redis, shared by every process using it
+        app[STATE] = state = SharedState(config.state, on_change=metrics.state_up if metrics else None)
         app[RESPONSES] = RedisResponseStore(state)  # else the Responses door keeps them in memory
+        if metrics is not None:
+            metrics.state_up(True)
     backends = app[BACKENDS] = Backends(config.policy.breaker, on_circuit=metrics.circuit if metrics else None)
     tasks = app[TASKS] = Tasks()
     catalog = app[CATALOG] = Catalog(backends)

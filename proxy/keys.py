@@ -1,7 +1,7 @@
 """Every typed key of the app and of a request: nothing else lives here.
 
 Each owner is stored under its own key; a handler takes the owners it uses and passes them on.
-``METRICS`` is set only when metrics are enabled (``app.get(METRICS)``).
+``METRICS`` is set only when metrics are enabled, ``STATE`` only with a ``state`` section (``app.get``).
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ from proxy.config import LiveConfig
 from proxy.context import RequestContext
 from proxy.imagefetch import ImageFetcher
 from proxy.router import Router
+from proxy.state.store import SharedState
 
 if TYPE_CHECKING:  # prometheus_client must not be imported before the CLI sets PROMETHEUS_MULTIPROC_DIR
     from proxy.telemetry.metrics import Metrics
 
 __all__ = ["CONFIG", "BACKENDS", "ADMISSION", "ACCOUNTING", "ROUTER", "PULLER", "WARMUP", "SHADOWS", "TASKS",
-           "CATALOG", "IMAGES", "METRICS", "CTX", "CREDENTIAL"]
+           "CATALOG", "IMAGES", "METRICS", "STATE", "CTX", "CREDENTIAL"]
 
 CONFIG = web.AppKey("config", LiveConfig)
 BACKENDS = web.AppKey("backends", Backends)
@@ -42,5 +43,6 @@ TASKS = web.AppKey("tasks", Tasks)
 CATALOG = web.AppKey("catalog", Catalog)
 IMAGES = web.AppKey("images", ImageFetcher)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+STATE = web.AppKey("state", SharedState)  # set only with a ``state`` section (``app.get(STATE)``)
 CTX = web.RequestKey("ctx", RequestContext)
 CREDENTIAL = web.RequestKey("credential", Credential)  # the authenticated caller, when auth is on

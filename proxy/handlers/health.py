@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from aiohttp import web
 
 from proxy.handlers.common import json_response
-from proxy.keys import BACKENDS, CTX, WARMUP
+from proxy.keys import BACKENDS, CTX, STATE, WARMUP
 
 __all__ = ["healthz", "not_ready_reasons", "readyz"]
 
@@ -30,8 +30,12 @@ async def readyz(request: web.Request) -> web.StreamResponse:
     ready, routes = request.app[BACKENDS].readiness(request[CTX].config.policy.routes)
     pending = request.app[WARMUP].warming()
     ok = ready and not pending
-    return json_response({"status": "ready" if ok else "not_ready", "reasons": not_ready_reasons(routes, pending),
-                          "routes": routes, "warming": pending}, status=200 if ok else 503)
+    body: dict[str, object] = {"status": "ready" if ok else "not_ready", "reasons": not_ready_reasons(routes, pending),
+                               "routes": routes, "warming": pending}
+    state = request.app.get(STATE)
+    if state is not None:  # reported, not a readiness condition: limits fall back as on_unavailable says
+        body["state"] = state.status()
+    return json_response(body, status=200 if ok else 503)
 
 
 def not_ready_reasons(routes: Mapping[str, object], warming: Sequence[str]) -> list[str]:

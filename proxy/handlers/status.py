@@ -16,7 +16,7 @@ from proxy.background.warmup import Warmup
 from proxy.config import Config
 from proxy.handlers.common import json_response
 from proxy.handlers.health import not_ready_reasons
-from proxy.keys import BACKENDS, CTX, PULLER, WARMUP
+from proxy.keys import BACKENDS, CTX, PULLER, STATE, WARMUP
 
 __all__ = ["status", "status_document"]
 
@@ -61,4 +61,7 @@ def status_document(config: Config, backends: Backends, warmup: Warmup, puller: 
 
 async def status(request: web.Request) -> web.StreamResponse:
     app = request.app
-    return json_response(status_document(request[CTX].config, app[BACKENDS], app[WARMUP], app[PULLER]))
+    document = status_document(request[CTX].config, app[BACKENDS], app[WARMUP], app[PULLER])
+    state = app.get(STATE)
+    document["state"] = state.status() if state is not None else {"backend": None, "per_process": True}
+    return json_response(document)

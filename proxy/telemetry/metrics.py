@@ -85,6 +85,8 @@ _SPECS: dict[str, tuple[Any, str, str, str, dict[str, Any]]] = {
     "retries": (_C, "proxy_retries_total", "Retries on the same backend.", "route backend reason", {}),
     "circuit": (_G, "proxy_circuit_state", "0 closed 1 half-open 2 open.", "backend", {"multiprocess_mode": "livemax"}),
     "up": (_G, "proxy_backend_up", "1 if health checks pass.", "backend", {"multiprocess_mode": "livemin"}),
+    "state_up": (_G, "proxy_state_backend_up", "1 while the shared state (Redis) answers.", "backend",
+                 {"multiprocess_mode": "livemin"}),
     "split": (_C, "proxy_split_arm_total", "Requests per split arm.", "route arm", {}),
     "shadow": (_C, "proxy_shadow_requests_total", "Shadow requests.", "route backend outcome", {}),
     "shadow_duration": (_H, "proxy_shadow_duration_seconds", "Shadow time.", "route backend", {"buckets": _LATENCY}),
@@ -284,6 +286,10 @@ class Metrics:
             self._f["circuit"].cache_clear()  # the cached child left with the series
             return
         self._f["circuit"](backend).set(_circuit_value(state))
+
+    def state_up(self, up: bool) -> None:
+        """Whether the shared state (``state.redis_url``) answers; set at start and on every change."""
+        self._f["state_up"]("redis").set(1.0 if up else 0.0)
 
     def backend_up(self, backend: str, up: bool) -> None:
         """Result of the latest health check of ``backend``."""

@@ -299,3 +299,44 @@ async def test_nine_requests_over_three_processes_cause_one_pull(start_fake, tmp
     finally:
         for proc in procs:
             proc.kill()
+
+
+@needs_redis
+async def test_readyz_status_and_the_gauge_say_whether_redis_answers(aiohttp_server, tmp_path, redis_server):
+    """``/readyz`` and ``/status`` report the shared state; ``proxy_state_backend_up`` is 1, then 0 once
+    a call failed, then 1 again after Redis is back (readiness itself does not depend on it)."""
+    ollama = await aiohttp_server(SlowOllama().app)
+    raw = _config(str(ollama.make_url("")).rstrip("/"), redis_server.url, requests_per_minute=100)
+    raw["metrics"] = {"enabled": True}
+    raw["auth"]["admin"] = {"api_key": "sk-admin-0003"}
+    (proc,) = await _gateways(tmp_path, raw, redis_server.url, n=1)
+    admin = {"Authorization": "Bearer sk-admin-0003"}
+
+    async def look(session: aiohttp.ClientSession) -> tuple[dict[str, Any], dict[str, Any], str]:
+        async with session.get(proc.url + "/readyz") as resp:
+            ready = await resp.json()
+        async with session.get(proc.url + "/status", headers=admin) as resp:
+            status = await resp.json()
+        async with session.get(proc.url + "/metrics", headers=admin) as resp:
+            gauge = [line for line in (await resp.text()).splitlines() if line.startswith("proxy_state_backend_up")]
+        return ready, status, gauge[0]
+
+    try:
+        async with aiohttp.ClientSession() as session:
+            assert (await _post(session, proc.url))[0] == 200
+            ready, status, gauge = await look(session)
+            assert ready["state"]["up"] is True and status["state"]["up"] is True
+            assert gauge == 'proxy_state_backend_up{backend="redis"} 1.0'
+            redis_server.stop()
+            assert (await _post(session, proc.url))[0] == 200  # on_unavailable: allow
+            ready, status, gauge = await look(session)
+            assert ready["state"] == {"backend": "redis", "up": False, "error": "Redis unavailable (ConnectionError)",
+                                      "on_unavailable": "allow"}
+            assert status["state"]["up"] is False and gauge == 'proxy_state_backend_up{backend="redis"} 0.0'
+            redis_server.start()
+            await asyncio.sleep(2.2)
+            assert (await _post(session, proc.url))[0] == 200
+            ready, status, gauge = await look(session)
+            assert ready["state"]["up"] is True and gauge == 'proxy_state_backend_up{backend="redis"} 1.0'
+    finally:
+        proc.kill()
