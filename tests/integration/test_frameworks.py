@@ -258,7 +258,8 @@ def tiktoken_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
     import tiktoken_ext
 
-    source = Path(next(iter(tiktoken_ext.__path__))) / "data" / "cl100k_base.tiktoken"
+    source = next(path for root in tiktoken_ext.__path__
+                  if (path := Path(root) / "data" / "cl100k_base.tiktoken").exists())
     url = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
     (tmp_path / hashlib.sha1(url.encode()).hexdigest()).write_bytes(source.read_bytes())
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
