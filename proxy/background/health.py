@@ -30,8 +30,8 @@ async def check_backend(upstream: Upstream, *, timeout: float = 5.0) -> BackendH
     """One round of checks for one backend; never raises for a backend problem."""
     started = time.perf_counter()
     try:
-        if upstream.kind == "openai":
-            await upstream.get_json("/models", timeout=timeout)
+        if upstream.models_path is not None:  # an OpenAI-compatible or Anthropic cloud
+            await upstream.get_json(upstream.models_path, timeout=timeout)
             return BackendHealth(up=True, latency=time.perf_counter() - started, checked_at=time.time())
         version = await upstream.get_json("/api/version", timeout=timeout)
         latency = time.perf_counter() - started

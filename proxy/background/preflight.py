@@ -92,7 +92,7 @@ async def _check_backend(upstream: Upstream) -> BackendReport:
             v = version.get("version") if isinstance(version, dict) else None
             report.detail = f"Ollama {v or '?'}, {_count(report.models)}"
         else:
-            answer = await upstream.get_json("/models", timeout=_TIMEOUT)
+            answer = await upstream.get_json(upstream.models_path or "/models", timeout=_TIMEOUT)
             data = answer.get("data") if isinstance(answer, dict) else None
             report.models = {str(m.get("id")) for m in data or [] if isinstance(m, dict)}
             report.detail = _count(report.models)

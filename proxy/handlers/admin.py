@@ -87,8 +87,8 @@ async def _models_of(upstream: Upstream) -> dict[str, object]:
     out: dict[str, object] = {"name": upstream.name, "type": upstream.kind, "installed": [], "running": [],
                               "error": None}
     try:
-        if upstream.kind == "openai":
-            answer = await upstream.get_json("/models", timeout=_LIST_TIMEOUT)
+        if upstream.models_path is not None:
+            answer = await upstream.get_json(upstream.models_path, timeout=_LIST_TIMEOUT)
             data = answer.get("data") if isinstance(answer, dict) else None
             out["installed"] = [{"model": m.get("id")} for m in data or [] if isinstance(m, dict)]
             return out

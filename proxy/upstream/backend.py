@@ -47,7 +47,8 @@ __all__ = ["ANTHROPIC_VERSION", "Upstream", "UpstreamResponse", "open_upstreams"
 
 log = logging.getLogger("proxy.upstream.backend")
 ANTHROPIC_VERSION = "2023-06-01"  # the anthropic-version header sent to an Anthropic backend
-_ANTHROPIC_PATHS = ("/v1/messages", "/v1/models")  # what an Anthropic backend is asked (models: health)
+_ANTHROPIC_PATHS = ("/v1/messages", "/v1/models")
+_MODELS_PATHS = {"openai": "/models", "anthropic": "/v1/models"}  # what an Anthropic backend is asked (models: health)
 _ERROR_BODY_LIMIT = 64 * 1024
 
 
@@ -227,6 +228,11 @@ class Upstream:
         self.pool = Pool(cfg.url, headers=lines, tls=tls, limit=cfg.max_connections,
                          connect_timeout=t.connect)
         self.probes = Pool(cfg.url, headers=lines, tls=tls, limit=4, connect_timeout=t.connect)
+
+    @property
+    def models_path(self) -> str | None:
+        """Where a cloud-type backend lists its models (health checks, admin, pre-flight); None for Ollama."""
+        return _MODELS_PATHS.get(self.kind)
 
     async def send(self, method: str, path: str, body: bytes | None = None, *,
                    first_byte: float | None = None, model: str | None = None) -> UpstreamResponse:

@@ -200,3 +200,15 @@ def test_anthropic_backend_config_parses():
     config = parse_config({"backends": [{"name": "cloud", "type": "anthropic", "url": "https://api.anthropic.com",
                                          "api_key": "${ANTHROPIC_API_KEY}"}]}, ENV)
     assert (config.backends[0].kind, config.backends[0].api_key) == ("anthropic", ENV["ANTHROPIC_API_KEY"])
+
+
+async def test_an_anthropic_backend_is_health_checked_on_its_models_list(start_anthropic, start_gateway):
+    """Health checks ask an Anthropic backend ``GET /v1/models`` (with its key), so it shows up, not down."""
+    from proxy.background.health import check_all
+
+    fake, url = await start_anthropic()
+    gw = await start_gateway(cloud_config(url), environ={"ANTHROPIC_API_KEY": "sk-ant-cloud"})
+    await check_all(gw.backends)
+    assert gw.backends.health["cloud"].up is True
+    ((method, path, _, headers),) = [r for r in fake.requests if r[1] == "/v1/models"]
+    assert (method, headers["x-api-key"]) == ("GET", "sk-ant-cloud")
