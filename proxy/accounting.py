@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 __all__ = ["Accounting"]
 
 _QUIET_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/metrics"})
+# Ollama's native model calls: counted like /v1/* when refused before routing
+_NATIVE_MODEL_PATHS = frozenset({"/api/chat", "/api/generate", "/api/embed", "/api/embeddings", "/api/show"})
 
 
 class Accounting:
@@ -68,7 +70,8 @@ class Accounting:
         if ctx.endpoint in _QUIET_PATHS:
             return  # probes and scrapes would drown the request log
         if metrics is not None and ctx.plan is None:
-            if ctx.endpoint.startswith("/v1/"):  # rejected before routing: bad request, auth, unknown model
+            if ctx.endpoint.startswith("/v1/") or ctx.endpoint in _NATIVE_MODEL_PATHS:
+                # rejected before routing: bad request, auth, unknown model
                 metrics.observe_request("-", "-", "-", ctx.outcome, ctx.status, duration=duration,
                                         upstream_wait=0.0)
         elif metrics is not None and ctx.plan is not None:
@@ -110,6 +113,8 @@ def _log_record(ctx: RequestContext, duration: float) -> dict[str, object]:
     eval_ns = t.get("eval_duration")
     if isinstance(eval_ns, (int, float)) and eval_ns > 0 and ctx.completion_tokens:
         record["tokens_per_s"] = round(ctx.completion_tokens / (eval_ns / 1e9), 1)
+    if ctx.ignored_tools:
+        record["ignored_tools"] = list(ctx.ignored_tools)
     if ctx.prompt_text is not None:
         record["prompt"] = ctx.prompt_text
         record["answer"] = ctx.answer_text

@@ -33,7 +33,8 @@ class RequestContext:
     backend: str | None = None
     model: str | None = None  # the model name on the backend that served it
     path: list[str] = field(default_factory=list)  # "backend:model" per attempt made
-    fallbacks: list[tuple[str, str, str]] = field(default_factory=list)  # (failed, outcome, to backend or "-")
+    fallbacks: list[tuple[str, str, str]] = field(default_factory=list)  # (failed, reason, to backend): reached
+    ignored_tools: tuple[str, ...] = ()  # hosted/server tools left out of what Ollama saw (Responses, Messages)
     outcome: str = "ok"
     status: int = 200
     upstream_wait: float = 0.0  # seconds blocked on backends (total minus this = gateway overhead)

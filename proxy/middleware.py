@@ -94,7 +94,9 @@ async def _authenticate(request: web.Request, admission: Admission) -> None:
     credential = await admission.authenticate(headers.get("Authorization"), headers.get("x-api-key"))
     if credential is None:
         admission.failed("missing" if "Authorization" not in headers and "x-api-key" not in headers else "invalid")
-        raise AuthenticationError("Incorrect or missing API key. Send 'Authorization: Bearer <key>'.",
+        hint = ("Send 'Authorization: Basic ...' (user and password) or 'Authorization: Bearer <key>'."
+                if path.startswith("/api/") or path == "/" else "Send 'Authorization: Bearer <key>'.")
+        raise AuthenticationError(f"Incorrect or missing API key. {hint}",
                                   headers={"WWW-Authenticate": admission.www_authenticate})
     request[CREDENTIAL] = credential
     request[CTX].credential = credential.name
@@ -160,6 +162,8 @@ _DIALECTS: tuple[tuple[str, _Renderer], ...] = (
 
 
 def _render(exc: BaseException, path: str, request_id: str) -> tuple[int, bytes, dict[str, str]]:
+    if path == "/":  # Ollama's own root ("Ollama is running"): its clients probe it
+        return render_ollama_error(exc)
     for prefix, renderer in _DIALECTS:
         if path.startswith(prefix):
             return renderer(exc, request_id)

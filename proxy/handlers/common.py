@@ -8,9 +8,10 @@ headers that name the request and, unless configured off, the backend and model 
 from __future__ import annotations
 
 import asyncio
+import re
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 
@@ -31,7 +32,11 @@ from proxy.jsonio import JSONDecodeError, dumps, loads
 from proxy.keys import CREDENTIAL, CTX
 from proxy.translate.fields import require_str
 
-__all__ = ["read_body", "begin", "response_headers", "json_response", "json_answer", "created_now"]
+IGNORED_TOOLS_HEADER = "x-gateway-ignored-tools"  # names the hosted/server tools left out of what Ollama saw
+_HEADER_UNSAFE = re.compile(r"[^A-Za-z0-9_.:() -]")
+
+__all__ = ["IGNORED_TOOLS_HEADER", "ignored_tools", "read_body", "begin", "response_headers", "json_response",
+           "json_answer", "created_now"]
 
 
 def created_now() -> int:
@@ -130,6 +135,13 @@ def begin(request: web.Request, body: Mapping[str, object], *, rng: random.Rando
                                   code="invalid_type")
     ctx.stream = bool(stream)
     return ctx
+
+
+def ignored_tools(ctx: RequestContext, names: Sequence[str]) -> dict[str, str]:
+    """Record the tools left out of what Ollama saw (for the request log) and return the response
+    header naming them (empty when none). Tool names are client input: only header-safe characters stay."""
+    ctx.ignored_tools = tuple(clean for name in names if (clean := _HEADER_UNSAFE.sub("", name)[:200]))
+    return {IGNORED_TOOLS_HEADER: ",".join(ctx.ignored_tools)} if ctx.ignored_tools else {}
 
 
 def response_headers(ctx: RequestContext) -> dict[str, str]:

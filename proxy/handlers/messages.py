@@ -22,7 +22,6 @@ unknown model).
 from __future__ import annotations
 
 import logging
-import re
 import time
 from typing import Any
 
@@ -33,7 +32,15 @@ from policies.plan import resolve_route
 from proxy.auth import model_allowed
 from proxy.context import RequestContext
 from proxy.errors import InvalidRequestError, ModelNotFoundError, PermissionDeniedError, UpstreamStatusError
-from proxy.handlers.common import begin, json_answer, json_response, read_body, response_headers
+from proxy.handlers.common import (
+    IGNORED_TOOLS_HEADER,
+    begin,
+    json_answer,
+    json_response,
+    read_body,
+    response_headers,
+    ignored_tools,
+)
 from proxy.handlers.generate import with_gateway_headers
 from proxy.ids import new_id
 from proxy.jsonio import JSONDecodeError, dumps, loads
@@ -55,8 +62,6 @@ __all__ = ["IGNORED_TOOLS_HEADER", "add_routes", "messages", "count_tokens"]
 log = logging.getLogger("proxy.handlers.messages")
 _OLLAMA_PATH = "/api/chat"
 _ANTHROPIC_PATH = "/v1/messages"
-IGNORED_TOOLS_HEADER = "x-gateway-ignored-tools"  # names the server tools left out of what Ollama saw
-_HEADER_UNSAFE = re.compile(r"[^A-Za-z0-9_.:() -]")  # tool names are client input: nothing else in a header
 _OLLAMA_EXTENSIONS = frozenset({"options", "keep_alive"})
 _NO_THINKING = "does not support thinking"  # Ollama's 400 for think on a model without the capability
 
@@ -103,9 +108,10 @@ async def messages(request: web.Request) -> web.StreamResponse:
     translated = messages_request_to_ollama(body, model=ctx.client_model, max_tokens_cap=None,
                                             default_options=route.options, default_keep_alive=route.keep_alive,
                                             thinking_capable=None)
-    ignored = ",".join(_HEADER_UNSAFE.sub("", name)[:200] for name in translated.dropped)
+    ignored = ignored_tools(ctx, translated.dropped)
     if ignored:
-        log.info("request %s: tools left out (they cannot run on Ollama): %s", ctx.request_id, ignored)
+        log.info("request %s: tools left out (they cannot run on Ollama): %s", ctx.request_id,
+                 ignored[IGNORED_TOOLS_HEADER])
     native, plan = translated.native, translated.plan
     keep_text = config.logging.include_prompts
     if keep_text:
@@ -163,8 +169,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
 
     def headers() -> dict[str, str]:
         out = response_headers(ctx)
-        if ignored:
-            out[IGNORED_TOOLS_HEADER] = ignored
+        out.update(ignored)
         return out
 
     return await app[ROUTER].run(ctx, with_gateway_headers(ctx, call))

@@ -30,7 +30,16 @@ from policies.model import Attempt
 from proxy.context import RequestContext
 from proxy.endpoints import Endpoint
 from proxy.errors import InvalidRequestError
-from proxy.handlers.common import begin, created_now, json_answer, json_response, read_body, response_headers
+from proxy.handlers.common import (
+    IGNORED_TOOLS_HEADER,
+    begin,
+    created_now,
+    json_answer,
+    json_response,
+    read_body,
+    response_headers,
+    ignored_tools,
+)
 from proxy.handlers.responses_stored import (
     RESPONSES,
     delete_response,
@@ -52,7 +61,6 @@ from proxy.upstream.backend import Upstream
 
 __all__ = ["RESPONSES", "RESPONSES_ENDPOINT", "IGNORED_TOOLS_HEADER", "add_routes", "create_response"]
 
-IGNORED_TOOLS_HEADER = "x-gateway-ignored-tools"
 # stands in for a remote image while the body is validated, before anything is fetched
 _PLACEHOLDER_IMAGE = "data:image/png;base64,iVBORw0KGgo="
 
@@ -121,7 +129,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     keep_text = config.logging.include_prompts
     if keep_text:
         ctx.prompt_text = dumps(body.get("input")).decode()
-    ignored = {IGNORED_TOOLS_HEADER: ",".join(translated.left_out)} if translated.left_out else {}
+    ignored = ignored_tools(ctx, translated.left_out)
     openai_body = _openai_body(body, previous)
     if ctx.plan is not None and ctx.plan.shadow is not None:
         app[SHADOWS].start(ctx, RESPONSES_ENDPOINT, openai_body, translated.native)

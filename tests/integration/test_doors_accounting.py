@@ -1,0 +1,43 @@
+"""What every door leaves in the request log and the metrics, whatever the door."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+import openai
+
+from tests.integration.test_observability import samples
+from tests.integration.test_observability_logs import log_lines
+
+
+async def test_left_out_tools_are_in_the_request_log(start_fake, start_gateway, tmp_path):
+    """A Responses request with hosted tools: the log line names the tools Ollama never saw."""
+    local = await start_fake()
+    raw = {"backends": [{"name": "local", "type": "ollama", "url": local.url}],
+           "logging": {"requests": True, "file": str(tmp_path / "requests.log")}}
+    gw = await start_gateway(raw)
+    async with openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0) as client:
+        await client.responses.create(model="llama3.2", input="hi",
+                                      tools=[{"type": "web_search"}, {"type": "file_search", "vector_store_ids": ["v"]}])
+    (line,) = await log_lines(tmp_path / "requests.log", 1)
+    assert json.loads(line)["ignored_tools"] == ["web_search", "file_search"]
+
+
+async def test_native_calls_refused_before_routing_are_counted(start_fake, start_gateway):
+    """A bad native /api/chat body and an unknown model: counted in proxy_requests_total like /v1/* refusals."""
+    local = await start_fake()
+    gw = await start_gateway({"backends": [{"name": "local", "type": "ollama", "url": local.url}],
+                              "routes": [{"name": "only", "models": ["llama3.2"], "targets": [{"backend": "local"}]}],
+                              "logging": {"requests": False}})
+    async with aiohttp.ClientSession() as session:
+        for body in (b"{not json", json.dumps({"model": "nope", "messages": []}).encode()):
+            async with session.post(gw.url + "/api/chat", data=body) as resp:
+                assert resp.status in (400, 404)
+                assert isinstance((await resp.json())["error"], str)
+    from prometheus_client import generate_latest
+
+    found: dict[str, Any] = samples(generate_latest(gw.metrics.registry).decode())
+    refused = {k: v for k, v in found.items() if k.startswith("proxy_requests_total") and 'route="-"' in k}
+    assert sum(refused.values()) == 2
