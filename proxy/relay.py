@@ -361,7 +361,8 @@ async def relay_openai_stream(
     except ProxyError as exc:
         if response is None:
             raise
-        await _fail_after_commit(response, ctx, exc)
+        # an edit that knows its dialect ends the stream in it (Anthropic's error event, say)
+        await _fail_after_commit(response, ctx, exc, getattr(edit, "fail", sse_error_event))
         return response
     except ConnectionError:
         upstream.close()

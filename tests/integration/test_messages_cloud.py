@@ -121,8 +121,6 @@ async def test_a_cloud_refusing_the_gateway_key_is_a_502_not_the_clients_401(sta
     assert "x-api-key" not in headers and headers["anthropic-version"] == "2023-06-01"
 
 
-@pytest.mark.xfail(strict=True, reason="relay_openai_stream ends a failed stream with OpenAI's data-only error "
-                   "event, which anthropic-python ignores; it should use getattr(edit, 'fail', sse_error_event)")
 async def test_a_cloud_stream_cut_short_makes_the_sdk_stream_raise(start_anthropic, start_gateway):
     """The cloud dropping the connection mid-stream ends the relayed stream with Anthropic's error event."""
     fake, url = await start_anthropic()
