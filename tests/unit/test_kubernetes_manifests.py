@@ -6,11 +6,17 @@ for the oldest Kubernetes these manifests support, so nothing here needs a clust
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+import socket
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import kubernetes_validate
 import pytest
 import yaml
@@ -246,3 +252,84 @@ def test_valkey_requires_the_password_keeps_nothing_and_admits_only_the_gateway(
     (rule,) = policy["ingress"]
     assert rule["from"] == [{"podSelector": {"matchLabels": POD_LABELS}}]
     assert rule["ports"] == [{"protocol": "TCP", "port": port["containerPort"]}]
+
+
+# --- The Secret's Redis URL against a real, password-protected Redis -----------------------------------------
+
+
+@pytest.fixture
+def password_redis(tmp_path: Path) -> Any:
+    """Debian's redis-server on a free loopback port, as valkey.yaml runs Valkey: a password, no persistence."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("needs Debian's redis-server (scripts/test.sh installs it)")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    password = "0123456789abcdef" * 4  # hex, like the README's token_hex: nothing to escape in a URL
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--requirepass", password,
+                             "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while subprocess.run(["redis-cli", "-p", str(port), "--no-auth-warning", "-a", password, "ping"],
+                         capture_output=True).stdout.strip() != b"PONG":
+        assert time.monotonic() < deadline, "redis-server did not start"
+        time.sleep(0.05)
+    yield port, password
+    proc.terminate()
+    proc.wait(10)
+
+
+def _deployed_config(config_text: str, ollama_url: str) -> dict[str, Any]:
+    """The ConfigMap's config with its Ollama URL pointed at a fake, and a limit on the `app` credential."""
+    raw = yaml.safe_load(config_text)
+    (only,) = raw["backends"]
+    only["url"] = ollama_url
+    raw["auth"]["credentials"][0]["requests_per_minute"] = 3
+    raw["logging"]["requests"] = False
+    return raw  # type: ignore[no-any-return]
+
+
+async def test_two_pods_share_a_limit_through_the_secrets_redis_url(config_text: str, secret: dict[str, str],
+                                                                    start_fake: Any, start_gateway: Any,
+                                                                    password_redis: tuple[int, str]) -> None:
+    """Two gateways with the ConfigMap's config and a Secret-shaped URL (password) admit 3 a minute between them."""
+    port, password = password_redis
+    fake = await start_fake()
+    environ = {**secret, "GATEWAY_REDIS_URL": f"redis://:{password}@127.0.0.1:{port}/0"}
+    raw = _deployed_config(config_text, fake.url)
+    pods = [await start_gateway(raw, environ=environ) for _ in range(2)]
+    headers = {"Authorization": f"Bearer {secret['GATEWAY_API_KEY']}"}
+    body = {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]}
+    statuses = []
+    async with aiohttp.ClientSession() as session:
+        for i in range(6):
+            async with session.post(pods[i % 2].url + "/v1/chat/completions", json=body, headers=headers) as resp:
+                await resp.read()
+                statuses.append(resp.status)
+        async with session.get(pods[1].url + "/readyz") as resp:
+            ready = await resp.json()
+    assert statuses == [200, 200, 200, 429, 429, 429]  # per pod, each would have admitted 3
+    assert ready["state"]["up"] is True
+
+
+async def test_a_wrong_password_is_an_unavailable_redis_not_a_500(config_text: str, secret: dict[str, str],
+                                                                  start_fake: Any, start_gateway: Any,
+                                                                  password_redis: tuple[int, str]) -> None:
+    """A Secret whose password Redis refuses: `allow` serves with the pod's own limits, and /readyz says so."""
+    port, _ = password_redis
+    fake = await start_fake()
+    environ = {**secret, "GATEWAY_REDIS_URL": f"redis://:not-the-password@127.0.0.1:{port}/0"}
+    pods = [await start_gateway(_deployed_config(config_text, fake.url), environ=environ) for _ in range(2)]
+    headers = {"Authorization": f"Bearer {secret['GATEWAY_API_KEY']}"}
+    body = {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]}
+    statuses = []
+    async with aiohttp.ClientSession() as session:
+        for i in range(8):
+            async with session.post(pods[i % 2].url + "/v1/chat/completions", json=body, headers=headers) as resp:
+                await resp.read()
+                statuses.append(resp.status)
+        async with session.get(pods[0].url + "/readyz") as resp:
+            ready = await resp.json()
+    assert statuses == [200, 200, 200, 200, 200, 200, 429, 429]  # 3 a minute in each pod: 6 in all
+    assert ready["state"]["up"] is False and ready["state"]["on_unavailable"] == "allow"
+    assert "not-the-password" not in json.dumps(ready)  # /readyz is open: the URL never shows
