@@ -46,6 +46,9 @@ class Accounting:
         for route in config.policy.routes:
             targets = (*route.targets, *route.fallback, *((route.shadow.target,) if route.shadow else ()))
             names.update(t.model for t in targets if t.model is not None)
+        if self.metrics is not None:  # a split's arms read 0%, not "no data", until they are picked
+            self.metrics.split_arms([(route.name, target.label()) for route in config.policy.routes
+                                     if len(route.targets) > 1 for target in route.targets])
         self.exact_models = frozenset(spelling for name in names for spelling in model_spellings(name))
 
     def started(self, ctx: RequestContext) -> None:

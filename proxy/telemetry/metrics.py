@@ -299,6 +299,11 @@ class Metrics:
         """A split route picked ``arm`` (a configured target name)."""
         self._count("split", route, arm).inc()
 
+    def split_arms(self, arms: Collection[tuple[str, str]]) -> None:
+        """Every arm of every split route exists from the start, at 0 until picked (``weight: 0`` arms too)."""
+        for route, arm in arms:
+            self._count("split", route, arm)
+
     def shadow(self, route: str, backend: str, outcome: object, *, duration: float,
                prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
         """A shadow (mirrored) request to ``backend`` finished (an Outcome or ``"error"``)."""

@@ -41,3 +41,21 @@ async def test_native_calls_refused_before_routing_are_counted(start_fake, start
     found: dict[str, Any] = samples(generate_latest(gw.metrics.registry).decode())
     refused = {k: v for k, v in found.items() if k.startswith("proxy_requests_total") and 'route="-"' in k}
     assert sum(refused.values()) == 2
+
+
+async def test_a_weight_0_arm_reads_0_in_the_metrics(start_fake, start_gateway):
+    """A 100/0 split: three requests, arm ``a`` counts 3 and arm ``b`` exists at 0 (not missing)."""
+    from prometheus_client import generate_latest
+
+    local = await start_fake()
+    gw = await start_gateway({"backends": [{"name": "a", "type": "ollama", "url": local.url},
+                                           {"name": "b", "type": "ollama", "url": local.url}],
+                              "routes": [{"name": "split", "models": ["llama3.2"],
+                                          "targets": [{"backend": "a", "weight": 100}, {"backend": "b", "weight": 0}]}],
+                              "logging": {"requests": False}})
+    async with openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0) as client:
+        for _ in range(3):
+            await client.chat.completions.create(model="llama3.2", messages=[{"role": "user", "content": "hi"}])
+    found = samples(generate_latest(gw.metrics.registry).decode())
+    arms = {k: v for k, v in found.items() if k.startswith("proxy_split_arm_total")}
+    assert arms == {'proxy_split_arm_total{arm="a:*",route="split"}': 3.0, 'proxy_split_arm_total{arm="b:*",route="split"}': 0.0}
