@@ -24,7 +24,8 @@ from proxy.jsonio import JSONDecodeError, dumps, loads
 from proxy.context import RequestContext
 from proxy.upstream.backend import UpstreamResponse
 
-__all__ = ["SSE_HEADERS", "FanOutTranslator", "OpenAIStreamEdit", "StreamTranslator", "relay_fanout_stream", "relay_ollama_stream", "relay_openai_stream", "ollama_error_line"]
+__all__ = ["SSE_HEADERS", "FanOutTranslator", "OpenAIStreamEdit", "StreamTranslator", "ollama_error_line", "ollama_line",
+           "relay_fanout_stream", "relay_ollama_stream", "relay_openai_stream"]
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream",
@@ -58,6 +59,22 @@ async def _commit(request: web.Request, ctx: RequestContext, headers: Mapping[st
     await response.prepare(request)
     ctx.committed = True
     return response
+
+
+def ollama_line(line: bytes, backend: str) -> dict[str, object]:
+    """One NDJSON line of an Ollama stream as an object; not JSON, not an object, or Ollama's own
+    ``{"error": ...}`` line (checked before ``done``) raise the ProxyError for it."""
+    try:
+        obj = loads(line)
+    except JSONDecodeError:
+        obj = None
+    if not isinstance(obj, dict):
+        raise UpstreamBrokenStreamError(f"backend {backend} sent a line that is not a JSON object",
+                                        outcome=Outcome.BROKEN_STREAM, backend=backend)
+    error = ollama_error_line(obj, backend)
+    if error is not None:
+        raise error
+    return obj
 
 
 class StreamTranslator(Protocol):
@@ -107,14 +124,7 @@ async def relay_ollama_stream(
         async for line in upstream.lines():
             now = clock()
             ctx.upstream_wait += now - waited_from
-            try:
-                obj = loads(line)
-            except JSONDecodeError:
-                raise UpstreamBrokenStreamError(f"backend {backend} sent a line that is not JSON",
-                                                outcome=Outcome.BROKEN_STREAM, backend=backend) from None
-            error = ollama_error_line(obj, backend)
-            if error is not None:
-                raise error
+            obj = ollama_line(line, backend)
             out = translator.feed(obj)
             if response is None:
                 pending += out
@@ -215,14 +225,7 @@ async def relay_fanout_stream(
             if item is None:
                 ended += 1
                 continue
-            try:
-                obj = loads(item)
-            except JSONDecodeError:
-                raise UpstreamBrokenStreamError(f"backend {backend} sent a line that is not JSON",
-                                                outcome=Outcome.BROKEN_STREAM, backend=backend) from None
-            error = ollama_error_line(obj, backend)
-            if error is not None:
-                raise error
+            obj = ollama_line(item, backend)
             out = translator.feed(k, obj)
             if response is None:
                 pending += out

@@ -35,7 +35,7 @@ from proxy.translate.fields import require_str
 IGNORED_TOOLS_HEADER = "x-gateway-ignored-tools"  # names the hosted/server tools left out of what Ollama saw
 _HEADER_UNSAFE = re.compile(r"[^A-Za-z0-9_.:() -]")
 
-__all__ = ["IGNORED_TOOLS_HEADER", "ignored_tools", "read_body", "begin", "response_headers", "json_response",
+__all__ = ["IGNORED_TOOLS_HEADER", "ignored_tools", "read_body", "checked_model", "begin", "response_headers", "json_response",
            "json_answer", "created_now"]
 
 
@@ -101,6 +101,19 @@ async def read_body(request: web.Request, server: ServerConfig) -> dict[str, obj
     return body
 
 
+def checked_model(request: web.Request, body: Mapping[str, object]) -> str:
+    """The body's ``model``: a non-empty string the caller may use (400/403 otherwise); kept on the context."""
+    model = require_str(body, "model")
+    if not model:
+        raise InvalidRequestError("Invalid 'model': empty string.", param="model")
+    request[CTX].client_model = model
+    credential = request.get(CREDENTIAL)
+    if credential is not None and not model_allowed(credential, model):
+        raise PermissionDeniedError(f"The credential '{credential.name}' may not use the model '{model}'.",
+                                    param="model")
+    return model
+
+
 def begin(request: web.Request, body: Mapping[str, object], *, rng: random.Random,
           accounting: Accounting, user: str | None = None) -> RequestContext:
     """Plan the request: the route for the client's model, its arm and attempts (404/403 otherwise).
@@ -109,14 +122,7 @@ def begin(request: web.Request, body: Mapping[str, object], *, rng: random.Rando
     ``metadata.user_id``).
     """
     ctx = request[CTX]
-    model = require_str(body, "model")
-    if not model:
-        raise InvalidRequestError("Invalid 'model': empty string.", param="model")
-    ctx.client_model = model
-    credential = request.get(CREDENTIAL)
-    if credential is not None and not model_allowed(credential, model):
-        raise PermissionDeniedError(f"The credential '{credential.name}' may not use the model '{model}'.",
-                                    param="model")
+    model = checked_model(request, body)
     policy = ctx.config.policy
     if user is None:
         user = body.get("user") if isinstance(body.get("user"), str) else None  # type: ignore[assignment]

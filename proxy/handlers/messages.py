@@ -29,12 +29,12 @@ from aiohttp import web
 
 from policies.model import Attempt
 from policies.plan import resolve_route
-from proxy.auth import model_allowed
 from proxy.context import RequestContext
-from proxy.errors import InvalidRequestError, ModelNotFoundError, PermissionDeniedError, UpstreamStatusError
+from proxy.errors import InvalidRequestError, ModelNotFoundError, UpstreamStatusError
 from proxy.handlers.common import (
     IGNORED_TOOLS_HEADER,
     begin,
+    checked_model,
     json_answer,
     json_response,
     read_body,
@@ -44,7 +44,7 @@ from proxy.handlers.common import (
 from proxy.handlers.generate import with_gateway_headers
 from proxy.ids import new_id
 from proxy.jsonio import JSONDecodeError, dumps, loads
-from proxy.keys import ACCOUNTING, CREDENTIAL, CTX, ROUTER
+from proxy.keys import ACCOUNTING, CTX, ROUTER
 from proxy.relay import ollama_error_line, relay_ollama_stream, relay_openai_stream
 from proxy.translate.anthropic import (
     AnthropicStreamTally,
@@ -54,7 +54,6 @@ from proxy.translate.anthropic import (
     ollama_chat_to_anthropic,
     user_of,
 )
-from proxy.translate.fields import require_str
 from proxy.upstream.backend import Upstream
 
 __all__ = ["IGNORED_TOOLS_HEADER", "add_routes", "messages", "count_tokens"]
@@ -198,14 +197,7 @@ async def count_tokens(request: web.Request) -> web.StreamResponse:
     """``POST /v1/messages/count_tokens``: ``{"input_tokens": N}``, an estimate; no backend is called."""
     ctx = request[CTX]
     body = await read_body(request, ctx.config.server)
-    model = require_str(body, "model")
-    if not model:
-        raise InvalidRequestError("Invalid 'model': empty string.", param="model")
-    ctx.client_model = model
-    credential = request.get(CREDENTIAL)
-    if credential is not None and not model_allowed(credential, model):
-        raise PermissionDeniedError(f"The credential '{credential.name}' may not use the model '{model}'.",
-                                    param="model")
+    model = checked_model(request, body)
     if resolve_route(ctx.config.policy, model) is None:
         raise ModelNotFoundError(model)
     return json_response(count_tokens_estimate(body), {"X-Request-ID": ctx.request_id})

@@ -19,8 +19,8 @@ from aiohttp import web
 from policies.outcome import Outcome
 from proxy.context import RequestContext
 from proxy.errors import ProxyError, UpstreamBrokenStreamError
-from proxy.jsonio import JSONDecodeError, dumps, loads
-from proxy.relay import ollama_error_line
+from proxy.jsonio import dumps
+from proxy.relay import ollama_line
 from proxy.translate.native import final_timings
 from proxy.upstream.backend import UpstreamResponse
 
@@ -74,16 +74,7 @@ async def relay_ndjson(request: web.Request, ctx: RequestContext, upstream: Upst
     try:
         async for line in upstream.lines():
             ctx.upstream_wait += clock() - waited_from
-            try:
-                obj = loads(line)
-            except JSONDecodeError:
-                obj = None
-            if not isinstance(obj, dict):
-                raise UpstreamBrokenStreamError(f"backend {backend} sent a line that is not a JSON object",
-                                                outcome=Outcome.BROKEN_STREAM, backend=backend)
-            error = ollama_error_line(obj, backend)
-            if error is not None:
-                raise error
+            obj = ollama_line(line, backend)
             if rename is not None and "model" in obj and obj["model"] != rename:
                 obj["model"] = rename
                 line = dumps(obj)
