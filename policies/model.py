@@ -112,6 +112,8 @@ class Route:
     shadow: Shadow | None = None
     retry: RetrySettings = RetrySettings()
     required: bool = True  # readiness needs a healthy target for this route
+    hosted_tools: str = "ignore"  # tools Ollama cannot run (web_search, ...): "ignore" (left out) | "refuse" (400)
+    max_output_tokens: int | None = None  # a cap on what a request may ask to generate (Messages' max_tokens)
 
     def __post_init__(self) -> None:
         if not self.targets:

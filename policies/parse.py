@@ -25,6 +25,8 @@ The user-facing shape::
         shadow: {backend: gpu2, model: llama3.2:3b, share: 0.1}
         retry: {attempts: 1, base_delay: 0.25, max_delay: 4, budget: 15}
         required: true             # default true: readiness needs a healthy target for this route
+        hosted_tools: ignore       # tools Ollama cannot run (web_search, server tools): ignore | refuse (400)
+        max_output_tokens: 8192    # optional cap on what one request may ask to generate
     breaker: {failures: 5, ratio: 0.5, window: 30, min_requests: 10, cooldown: 30}
 
 With no routes at all, every model goes to the first backend under the client's own model name
@@ -128,6 +130,8 @@ def _route(
     keep_alive = sec.custom("keep_alive", _keep_alive, None)
     shadow, retry = read_shadow(sec, backends), _retry(sec.mapping("retry"))
     required = sec.bool("required", True)
+    hosted_tools = sec.str("hosted_tools", "ignore", choices=("ignore", "refuse"))
+    max_output_tokens = sec.number("max_output_tokens", None, minimum=1, integer=True)
     sec.done()
     if not (name and targets):
         return None
@@ -143,6 +147,8 @@ def _route(
         shadow=shadow,
         retry=retry,
         required=required,
+        hosted_tools=hosted_tools or "ignore",
+        max_output_tokens=max_output_tokens,
     )
 
 

@@ -103,10 +103,11 @@ async def messages(request: web.Request) -> web.StreamResponse:
     body = await read_body(request, config.server)
     begin(request, body, rng=app[ROUTER].rng, accounting=app[ACCOUNTING], user=user_of(body))
     route = ctx.plan.route  # type: ignore[union-attr]
-    # no route setting caps max_tokens yet (None: the translator's own bound)
-    translated = messages_request_to_ollama(body, model=ctx.client_model, max_tokens_cap=None,
+    # max_tokens far above a local model's limit is capped to the route's max_output_tokens, not refused
+    translated = messages_request_to_ollama(body, model=ctx.client_model, max_tokens_cap=route.max_output_tokens,
                                             default_options=route.options, default_keep_alive=route.keep_alive,
-                                            thinking_capable=None)
+                                            thinking_capable=None,
+                                            refuse_server_tools=route.hosted_tools == "refuse")
     ignored = ignored_tools(ctx, translated.dropped)
     if ignored:
         log.info("request %s: tools left out (they cannot run on Ollama): %s", ctx.request_id,

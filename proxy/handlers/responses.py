@@ -92,7 +92,8 @@ def _translate(body: Mapping[str, object], ctx: RequestContext,
                prior: list[dict[str, object]]) -> ResponsesRequest:
     route = ctx.plan.route  # type: ignore[union-attr]
     return responses_request_to_ollama(body, model=ctx.client_model, default_options=route.options,
-                                       default_keep_alive=route.keep_alive, prior_items=prior)
+                                       default_keep_alive=route.keep_alive, prior_items=prior,
+                                       hosted_tools="refuse" if route.hosted_tools == "refuse" else "ignore")
 
 
 def _reaches_openai(ctx: RequestContext) -> bool:

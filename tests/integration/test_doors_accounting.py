@@ -7,6 +7,7 @@ from typing import Any
 
 import aiohttp
 import openai
+import pytest
 
 from tests.integration.test_observability import samples
 from tests.integration.test_observability_logs import log_lines
@@ -59,3 +60,24 @@ async def test_a_weight_0_arm_reads_0_in_the_metrics(start_fake, start_gateway):
     found = samples(generate_latest(gw.metrics.registry).decode())
     arms = {k: v for k, v in found.items() if k.startswith("proxy_split_arm_total")}
     assert arms == {'proxy_split_arm_total{arm="a:*",route="split"}': 3.0, 'proxy_split_arm_total{arm="b:*",route="split"}': 0.0}
+
+
+async def test_a_route_can_refuse_hosted_tools_and_cap_max_tokens(start_fake, start_gateway):
+    """``hosted_tools: refuse`` makes web_search a 400 on Responses and Messages; ``max_output_tokens`` caps
+    what a Messages request asks for instead of refusing it."""
+    import anthropic
+
+    local = await start_fake()
+    gw = await start_gateway({"backends": [{"name": "local", "type": "ollama", "url": local.url}],
+                              "routes": [{"name": "strict", "models": ["*"], "targets": [{"backend": "local", "model": "llama3.2"}],
+                                          "hosted_tools": "refuse", "max_output_tokens": 512}],
+                              "logging": {"requests": False}})
+    async with openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0) as client:
+        with pytest.raises(openai.BadRequestError, match="web_search"):
+            await client.responses.create(model="llama3.2", input="hi", tools=[{"type": "web_search"}])
+    async with anthropic.AsyncAnthropic(base_url=gw.url, api_key="x", max_retries=0) as claude:
+        with pytest.raises(anthropic.BadRequestError):
+            await claude.messages.create(model="claude-x", max_tokens=100, messages=[{"role": "user", "content": "hi"}],
+                                         tools=[{"type": "web_search_20250305", "name": "web_search"}])
+        await claude.messages.create(model="claude-x", max_tokens=16000, messages=[{"role": "user", "content": "hi"}])
+    assert local.fake.bodies("/api/chat")[-1]["options"]["num_predict"] == 512
