@@ -473,3 +473,24 @@ async def test_a_malformed_request_pipelined_behind_a_good_one_spoils_only_itsel
     assert (first.status, first.body) == (200, b'{"status":"ok"}')
     assert (second.status_line, second.error()["code"]) == ("HTTP/1.1 400 Bad Request", "bad_request_line")
     assert closed
+
+
+async def test_pipelined_answers_nobody_reads_stop_the_reading(start_fake, start_gateway):
+    """1,000 pipelined requests whose 64 KiB answers are never read: the gateway stops taking new
+    requests once the socket's buffers are full (write back-pressure), instead of queueing every answer."""
+    from tests.fakes import ollama as o
+
+    local = await start_fake()
+    local.fake.script("/api/chat", *[o.ok("x" * 65536)] * 1000)
+    gw = await start_gateway(one_backend_config(local.url))
+    body = b'{"model":"llama3.2","messages":[{"role":"user","content":"hi"}]}'
+    one = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+           b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(gw.url))
+    try:
+        writer.write(one * 1000)  # sent (into the kernel's buffers) without ever reading an answer
+        await asyncio.sleep(2.0)
+        served = len(local.fake.bodies("/api/chat"))
+        assert 0 < served < 500, served  # a few MB of answers fill the buffers; then the gateway waits
+    finally:
+        writer.transport.abort()
