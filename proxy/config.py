@@ -21,6 +21,7 @@ from policies.schema import Problems, SchemaError, Section
 from proxy.auth import AuthConfig, parse_auth
 from proxy.imagefetch import ImageFetchConfig, parse_image_fetch
 from proxy.state.config import StateConfig, parse_state
+from proxy.telemetry.trace_config import TracingConfig, parse_tracing
 from proxy.tls import TLSConfig, TLSError, server_context
 
 __all__ = [
@@ -141,6 +142,7 @@ class Config:
     ops: OpsConfig
     state: StateConfig | None = None  # shared state across processes (Redis); None: per process
     source: str | None = None  # the file it came from, for hot reload
+    tracing: TracingConfig = field(default_factory=TracingConfig)  # OpenTelemetry spans; off by default
 
 
 @dataclass(slots=True)
@@ -326,11 +328,13 @@ def parse_config(raw: object, environ: Mapping[str, str], *, source: str | None 
     metrics = _metrics(root.mapping("metrics"))
     ops = _ops(root.mapping("ops"), backends)
     state = parse_state(root.mapping("state"))
+    tracing = parse_tracing(root.mapping("tracing"))
     root.done()
     if problems:
         raise ConfigError(problems.items)
     return Config(server=server, backends=backends, policy=policy, auth=auth, image_fetch=image_fetch,
-                  logging=logging, metrics=metrics, ops=ops, state=state, source=source)
+                  logging=logging, metrics=metrics, ops=ops, state=state, source=source,
+                  tracing=tracing)
 
 
 def load_config(path: str | None, environ: Mapping[str, str]) -> Config:
