@@ -6,6 +6,10 @@ model some backend has installed, otherwise ``other`` (client input never become
 itself). ``name`` and ``name:latest`` are one model: either spelling, configured or installed,
 lets the name be a label as the client wrote it. Ollama's own timings are labelled with the model
 the backend served (``ctx.model``), not the client's alias.
+
+Every routed request also lands in ``series`` (the last hour per minute, for the dashboard's
+charts and migration view, kept even when metrics are off), and a request made with a client
+credential counts towards that credential's usage (its configured name is the label).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from policies.plan import is_glob
 from proxy.backends import Backends
 from proxy.config import Config
 from proxy.context import RequestContext
+from proxy.telemetry.series import Series
 
 if TYPE_CHECKING:
     from proxy.telemetry.logs import RequestLog
@@ -33,9 +38,11 @@ _NATIVE_MODEL_PATHS = frozenset({"/api/chat", "/api/generate", "/api/embed", "/a
 class Accounting:
     """Metrics and the request log for finished requests; either may be absent (switched off)."""
 
-    def __init__(self, config: Config, backends: Backends, metrics: Metrics | None) -> None:
+    def __init__(self, config: Config, backends: Backends, metrics: Metrics | None, *,
+                 series: Series | None = None) -> None:
         self.backends = backends
         self.metrics = metrics
+        self.series = series if series is not None else Series()
         self.request_log: RequestLog | None = None  # opened by the app's lifecycle when configured
         self.configure(config)
 
@@ -77,12 +84,21 @@ class Accounting:
                 # rejected before routing: bad request, auth, unknown model
                 metrics.observe_request("-", "-", "-", ctx.outcome, ctx.status, duration=duration,
                                         upstream_wait=0.0)
-        elif metrics is not None and ctx.plan is not None:
+        if metrics is not None and ctx.credential is not None:
+            metrics.credential_usage(ctx.credential, ctx.prompt_tokens, ctx.completion_tokens)
+        if ctx.plan is not None:
             backend = ctx.backend or "-"
             upstream = self.backends.upstreams.get(backend)
             price = None
             if upstream is not None and upstream.kind == "ollama":
                 price = self.prices.get(ctx.client_model) or self.prices.get(ctx.route)
+            arm = ctx.plan.attempts[0].target.label()
+            cost = (ctx.prompt_tokens * price[0] + ctx.completion_tokens * price[1]) / 1e6 if price else 0.0
+            self.series.record(route=ctx.route, arm=arm, backend=backend, outcome=ctx.outcome, status=ctx.status,
+                               duration=duration, ttft=ctx.ttft, prompt_tokens=ctx.prompt_tokens,
+                               completion_tokens=ctx.completion_tokens, fallbacks=len(ctx.fallbacks),
+                               cost_usd=cost)
+        if metrics is not None and ctx.plan is not None:
             timings = ctx.timings if ctx.timings and "load_duration" in ctx.timings else None
             model = self.model_label(ctx.client_model)
             served = model if ctx.model is None or ctx.model == ctx.client_model else self.model_label(ctx.model)
@@ -91,7 +107,7 @@ class Accounting:
                 upstream_wait=ctx.upstream_wait, ttft=ctx.ttft, prompt_tokens=ctx.prompt_tokens,
                 completion_tokens=ctx.completion_tokens, ollama_timings=timings,  # type: ignore[arg-type]
                 ollama_model=served, cloud_price=price)
-            metrics.split_arm(ctx.route, ctx.plan.attempts[0].target.label())
+            metrics.split_arm(ctx.route, arm)
             for failed, reason, to in ctx.fallbacks:  # only fallbacks that reached another backend
                 metrics.fallback(ctx.route, failed, to, reason)
         if self.request_log is not None:

@@ -4,35 +4,51 @@
     POST   /admin/models/pull    {backend, model}: pull on an Ollama backend, progress streamed as NDJSON
     DELETE /admin/models         {backend, model}: delete from an Ollama backend (also POST /admin/models/delete)
     POST   /admin/models/warm    {backend, model, keep_alive?}: load into memory now
-    GET    /admin/stats          the metrics summary (requests, errors, latency, TTFT, tokens/s, ...)
+    GET    /admin/stats          the metrics summary (requests, errors, latency, TTFT, tokens/s, ...),
+                                 per-credential usage, Ollama's own figures, the last hour per minute
+                                 (``series``) and the migration view per route (``migration``)
     GET    /dashboard/           the dashboard page; its files come from proxy/static (no build, no CDN)
 
 ``backend`` may be left out when the gateway has exactly one Ollama backend. Bodies that change
 something must be sent as ``application/json``: a cross-site HTML form cannot send that, and a
 browser may attach the cached Basic credentials to a forged request.
+
+Every action that changes a backend (pull, delete, warm here; Ollama's native pull, push, create,
+copy and delete in ``native_admin``) is one line on the ``proxy.audit`` logger, written by
+``audited`` when the action ends: ``admin action=pull who=admin backend=a model=m outcome=ok
+status=200``; the same fields are the record's ``audit`` attribute (a dict) for log handlers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
 
 from proxy.backends import Backends
+from proxy.config import Config
 from proxy.background.health import check_backend
 from proxy.background.warmup import load_model
 from proxy.errors import InvalidRequestError, NotFoundError, ProxyError, UpstreamStreamError, error_body
 from proxy.handlers.common import json_response, read_body
 from proxy.jsonio import dumps
-from proxy.keys import BACKENDS, CATALOG, CTX, METRICS, PULLER
+from proxy.keys import ACCOUNTING, BACKENDS, CATALOG, CTX, METRICS, PULLER
 from proxy.upstream.backend import Upstream
 
 __all__ = ["admin_models", "pull_model", "delete_model", "warm_model", "admin_stats", "dashboard",
-           "dashboard_asset"]
+           "dashboard_asset", "audit", "audited"]
+
+_audit_log = logging.getLogger("proxy.audit")
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _STATIC = Path(__file__).resolve().parent.parent / "static"
-_ASSETS = {"app.js": "text/javascript", "style.css": "text/css", "favicon.svg": "image/svg+xml"}
+_ASSETS = {"app.js": "text/javascript", "style.css": "text/css", "favicon.svg": "image/svg+xml",
+           "charts.js": "text/javascript", "uPlot.iife.min.js": "text/javascript", "uPlot.min.css": "text/css",
+           "uPlot.LICENSE": "text/plain"}
 _PAGE_HEADERS = {
     "Cache-Control": "no-cache",
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
@@ -40,6 +56,59 @@ _PAGE_HEADERS = {
 }
 _LIST_TIMEOUT = 5.0
 _CHANGE_TIMEOUT = 60.0
+
+
+def audit(action: str, *, who: str, backend: str | None, model: str | None, outcome: str,
+          status: int | None = None, error: str | None = None) -> None:
+    """One line on ``proxy.audit`` for an admin action that ended (also for callers such as a reload)."""
+    fields: dict[str, object] = {"action": action, "who": who, "backend": backend, "model": model,
+                                 "outcome": outcome, "status": status}
+    if error is not None:
+        fields["error"] = error
+    text = " ".join(f"{k}={dumps(v).decode() if isinstance(v, str) and (' ' in v or not v) else v}"
+                    for k, v in fields.items() if v is not None)
+    _audit_log.info("admin %s", text, extra={"audit": fields})
+
+
+def _who(request: web.Request) -> str:
+    """The admin credential's name: the middleware lets only the admin through to these paths."""
+    ctx = request[CTX]
+    if ctx.credential is not None:
+        return ctx.credential
+    return "admin" if ctx.config.auth.admin is not None else "anonymous"
+
+
+def audited(action: str) -> Callable[[_Handler], _Handler]:
+    """Log ``action`` on ``proxy.audit`` when the handler ends: who, backend and model (from the
+    request context the handler filled), outcome and status, errors included."""
+    def wrap(handler: _Handler) -> _Handler:
+        @functools.wraps(handler)
+        async def run(request: web.Request) -> web.StreamResponse:
+            ctx = request[CTX]
+            try:
+                response = await handler(request)
+            except ProxyError as exc:
+                audit(action, who=_who(request), backend=ctx.backend, model=ctx.client_model or None,
+                      outcome=_text(exc.outcome) if getattr(exc, "outcome", None) else "error",
+                      status=exc.status, error=exc.message)
+                raise
+            except asyncio.CancelledError:
+                audit(action, who=_who(request), backend=ctx.backend, model=ctx.client_model or None,
+                      outcome="client_disconnect")
+                raise
+            except Exception as exc:
+                audit(action, who=_who(request), backend=ctx.backend, model=ctx.client_model or None,
+                      outcome="error", status=500, error=type(exc).__name__)
+                raise
+            audit(action, who=_who(request), backend=ctx.backend, model=ctx.client_model or None,
+                  outcome=ctx.outcome, status=response.status)
+            return response
+        return run
+    return wrap
+
+
+def _text(value: object) -> str:
+    return str(getattr(value, "value", value))
 
 
 def _text_field(body: dict[str, object], name: str) -> str | None:
@@ -73,6 +142,8 @@ async def _target(request: web.Request) -> tuple[Upstream, str, dict[str, object
     if upstream.kind != "ollama":
         raise InvalidRequestError(f"Backend '{name}' is not an Ollama backend; its models are managed elsewhere.",
                                   param="backend")
+    ctx = request[CTX]
+    ctx.client_model, ctx.backend = model, upstream.name  # for the audit line and the request log
     return upstream, model, body
 
 
@@ -112,6 +183,7 @@ async def admin_models(request: web.Request) -> web.StreamResponse:
     return json_response({"backends": backends})
 
 
+@audited("pull")
 async def pull_model(request: web.Request) -> web.StreamResponse:
     """Pull (or join the pull already running) and stream its progress as NDJSON, one event a line."""
     upstream, model, _ = await _target(request)
@@ -125,11 +197,13 @@ async def pull_model(request: web.Request) -> web.StreamResponse:
     if last.get("state") != "done":
         # the stream has started: the error is its last line, in OpenAI's error shape
         error = UpstreamStreamError(str(last.get("error") or f"pulling {model} failed"), backend=upstream.name)
+        request[CTX].outcome = "stream_error"
         await resp.write(dumps(error_body(error)) + b"\n")
     await resp.write_eof()
     return resp
 
 
+@audited("delete")
 async def delete_model(request: web.Request) -> web.StreamResponse:
     upstream, model, _ = await _target(request)
     resp = await upstream.send("DELETE", "/api/delete", dumps({"model": model}), first_byte=_CHANGE_TIMEOUT,
@@ -139,6 +213,7 @@ async def delete_model(request: web.Request) -> web.StreamResponse:
     return json_response({"deleted": True, "backend": upstream.name, "model": model})
 
 
+@audited("warm")
 async def warm_model(request: web.Request) -> web.StreamResponse:
     upstream, model, body = await _target(request)
     keep_alive = body.get("keep_alive", request[CTX].config.ops.warmup_keep_alive)
@@ -151,10 +226,39 @@ async def warm_model(request: web.Request) -> web.StreamResponse:
 
 
 async def admin_stats(request: web.Request) -> web.StreamResponse:
+    """The metrics summary, plus the last hour and the migration view (computed by the gateway itself)."""
     metrics = request.app.get(METRICS)
-    if metrics is None:
-        return json_response({"enabled": False, "models": {}, "routes": {}, "backends": {}})
-    return json_response({"enabled": True, **metrics.snapshot()})
+    series = request.app[ACCOUNTING].series
+    snapshot = metrics.snapshot() if metrics is not None else {
+        "models": {}, "routes": {}, "backends": {}, "credentials": {}, "shadows": [], "ollama": []}
+    return json_response({"enabled": metrics is not None, **snapshot, "series": series.snapshot(),
+                          "migration": _migration(request[CTX].config, series.arms(), snapshot)})
+
+
+def _migration(config: Config, arms: dict[str, dict[str, dict[str, object]]],
+               snapshot: dict[str, object]) -> list[dict[str, object]]:
+    """Per configured route: each arm's configured weight beside its actual share and figures, and
+    the route's shadow results (a route with one target and no shadow has nothing to compare)."""
+    shadows = snapshot.get("shadows") or []
+    out: list[dict[str, object]] = []
+    for route in config.policy.routes:
+        seen = arms.get(route.name, {})
+        route_shadows = [s for s in shadows if isinstance(s, dict) and s.get("route") == route.name]
+        if len(route.targets) < 2 and route.shadow is None and not route_shadows:
+            continue
+        total_weight = sum(t.weight for t in route.targets)
+        total = sum(int(a["requests"]) for a in seen.values())  # type: ignore[call-overload]
+        rows = []
+        for target in route.targets:
+            figures = seen.get(target.label(), {})
+            requests = figures.get("requests", 0)
+            rows.append({"arm": target.label(), "backends": list(target.backends),
+                         "weight": target.weight / total_weight if total_weight else 0.0,
+                         "share": requests / total if total else None,  # type: ignore[operator]
+                         **({"requests": 0, "errors": 0} | figures)})
+        out.append({"route": route.name, "requests": total, "arms": rows,
+                    "shadow": route.shadow.target.label() if route.shadow else None, "shadows": route_shadows})
+    return out
 
 
 async def dashboard(request: web.Request) -> web.StreamResponse:

@@ -9,7 +9,8 @@
 Names are passed unchanged (these calls manage what a backend holds, not routes). The backend is
 the one named by the ``X-Gateway-Backend`` request header, else the only Ollama backend, else the
 only Ollama backend the model's route reaches; otherwise a 400 lists the candidates. After a
-change the model list (``/v1/models``) is rebuilt and the backend checked again.
+change the model list (``/v1/models``) is rebuilt and the backend checked again. Each call is one
+audit line on ``proxy.audit`` (``proxy.handlers.admin.audited``), whatever its outcome.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import contextlib
 from aiohttp import web
 
 from proxy.background.health import check_backend
+from proxy.handlers.admin import audited
 from proxy.errors import InvalidRequestError, NotFoundError, UpstreamStreamError
 from proxy.handlers.common import json_response, read_body, response_headers
 from proxy.handlers.native_stream import NDJSON_HEADERS, ndjson_error_line, relay_ndjson
@@ -119,6 +121,7 @@ def _progress_line(event: dict[str, object]) -> dict[str, object] | None:
     return line
 
 
+@audited("pull")
 async def native_pull(request: web.Request) -> web.StreamResponse:
     """Pull through the gateway's puller (single flight); ``insecure`` pulls go straight to the backend."""
     body, model, upstream = await _admin_call(request)
@@ -161,22 +164,26 @@ async def native_pull(request: web.Request) -> web.StreamResponse:
     return response
 
 
+@audited("push")
 async def native_push(request: web.Request) -> web.StreamResponse:
     body, model, upstream = await _admin_call(request)
     return await _pass(request, upstream, "POST", body, model, streams=_streams(body), changes=False)
 
 
+@audited("create")
 async def native_create(request: web.Request) -> web.StreamResponse:
     body, model, upstream = await _admin_call(request)
     return await _pass(request, upstream, "POST", body, model, streams=_streams(body), changes=True)
 
 
+@audited("copy")
 async def native_copy(request: web.Request) -> web.StreamResponse:
     body, source, upstream = await _admin_call(request, "source")
     _name(body, "destination")
     return await _pass(request, upstream, "POST", body, source, streams=False, changes=True)
 
 
+@audited("delete")
 async def native_delete(request: web.Request) -> web.StreamResponse:
     body, model, upstream = await _admin_call(request)
     return await _pass(request, upstream, "DELETE", body, model, streams=False, changes=True)
