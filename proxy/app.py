@@ -63,7 +63,7 @@ from proxy.keys import (
     TASKS,
     WARMUP,
 )
-from proxy.middleware import gateway_middleware
+from proxy.middleware import gateway_middleware, traced_gateway_middleware
 from proxy.router import Router
 from proxy.state.limits import SharedLimits
 from proxy.state.pulls import SharedPulls
@@ -94,7 +94,13 @@ def create_app(config: Config, *, rng: random.Random | None = None, health_check
 
     ``image_resolver`` replaces DNS for image fetching (tests map names to addresses with it).
     """
-    app = web.Application(middlewares=[gateway_middleware], client_max_size=config.server.max_body_bytes)
+    tracer = None
+    if config.tracing.enabled:  # OpenTelemetry is imported only then
+        from proxy.telemetry.tracing import Tracer
+
+        tracer = Tracer.from_config(config.tracing)
+    app = web.Application(middlewares=[gateway_middleware if tracer is None else traced_gateway_middleware(tracer)],
+                          client_max_size=config.server.max_body_bytes)
     live = app[CONFIG] = LiveConfig(config)
     metrics = None
     if config.metrics.enabled:  # imported here: with --workers, after PROMETHEUS_MULTIPROC_DIR is set
@@ -115,7 +121,8 @@ def create_app(config: Config, *, rng: random.Random | None = None, health_check
     puller = app[PULLER] = Puller(backends, tasks, lambda: live.current.ops.auto_pull,
                                   on_pulled=catalog.invalidate, on_auto_pull=metrics.auto_pull if metrics else None,
                                   shared=SharedPulls(state) if state is not None else None)
-    app[ROUTER] = Router(backends, puller, rng or random.Random(), on_retry=metrics.retry if metrics else None)
+    app[ROUTER] = Router(backends, puller, rng or random.Random(), on_retry=metrics.retry if metrics else None,
+                         tracer=tracer)
     shared = SharedLimits(state) if state is not None else None
     app[ADMISSION] = admission = Admission(config.auth, on_auth_failure=metrics.auth_failure if metrics else None,
                                            on_rate_limited=metrics.rate_limited if metrics else None,
@@ -172,6 +179,13 @@ def create_app(config: Config, *, rng: random.Random | None = None, health_check
         if metrics is not None:
             metrics.flush()  # a worker's last requests reach the shared files
 
+    if tracer is not None:
+        async def traces(app: web.Application) -> AsyncIterator[None]:
+            """At shutdown, the spans still queued are exported (off the loop: the exporter blocks)."""
+            yield
+            await asyncio.get_running_loop().run_in_executor(None, tracer.shutdown)
+
+        app.cleanup_ctx.append(traces)  # first in, last out: after the last request's spans
     app.cleanup_ctx.append(request_log)  # first in, last out: it outlives the requests it records
     app.cleanup_ctx.append(lifecycle)
     r = app.router

@@ -31,13 +31,15 @@ from proxy.admission import Admission
 from proxy.context import RequestContext
 from proxy.ids import new_id
 from proxy.keys import ACCOUNTING, ADMISSION, CONFIG, CREDENTIAL, CTX
+from proxy.telemetry.tracing import Tracer
 from proxy.translate.anthropic import render_anthropic_error
 
-__all__ = ["Handler", "gateway_middleware"]
+__all__ = ["Handler", "gateway_middleware", "traced_gateway_middleware"]
 
 log = logging.getLogger("proxy.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _PUBLIC = frozenset({"/healthz", "/livez", "/readyz"})
+_UNTRACED = _PUBLIC | {"/metrics"}  # probes and scrapes: no span every few seconds
 _ADMIN_PREFIXES = ("/metrics", "/admin", "/dashboard", "/status")
 _ADMIN_NATIVE = frozenset({"/api/pull", "/api/delete", "/api/create", "/api/copy", "/api/push"})
 _DRAIN_SECONDS = 2.0  # an early answer: how long the rest of the body is read and dropped, at most
@@ -151,6 +153,24 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
         # answered before the body was read (413, 401, ...): do not read gigabytes nobody will use
         await _send_and_hang_up(request, response, drain=_DRAIN_SECONDS)
     return response
+
+
+def traced_gateway_middleware(tracer: Tracer) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """``gateway_middleware`` inside one server span per request (tracing on; off, the app uses the plain one)."""
+
+    @web.middleware
+    async def traced(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in _UNTRACED:
+            return await gateway_middleware(request, handler)
+        span, token = tracer.start_request(request.method, request.path, request.headers)
+        try:
+            return await gateway_middleware(request, handler)
+        finally:  # the context is complete: accounting has finished it, whatever happened
+            resource = request.match_info.route.resource
+            tracer.end_request(span, token, request.get(CTX), method=request.method,
+                               route=resource.canonical if resource is not None else None)
+
+    return traced
 
 
 _Renderer = Callable[[BaseException, str], tuple[int, bytes, dict[str, str]]]

@@ -28,6 +28,7 @@ from proxy.backends import Backends
 from proxy.background.pull import Puller
 from proxy.context import RequestContext
 from proxy.errors import ProxyError, ServiceUnavailableError
+from proxy.telemetry.tracing import Tracer
 from proxy.upstream.backend import Upstream
 
 __all__ = ["CIRCUIT_OPEN", "Router"]
@@ -48,11 +49,15 @@ def _retry_after(exc: ProxyError) -> float | None:
 
 
 class Router:
-    """Runs a request's attempts; ``on_retry(route, backend, outcome)`` hears retries (metrics)."""
+    """Runs a request's attempts; ``on_retry(route, backend, outcome)`` hears retries (metrics).
+
+    With a ``tracer``, each attempt sent runs inside its own span (``Tracer.attempt``).
+    """
 
     def __init__(self, backends: Backends, puller: Puller, rng: random.Random, *,
-                 on_retry: Callable[[str, str, str], None] | None = None) -> None:
+                 on_retry: Callable[[str, str, str], None] | None = None, tracer: Tracer | None = None) -> None:
         self.backends, self.puller, self.rng, self.on_retry = backends, puller, rng, on_retry
+        self.tracer = tracer
 
     async def run(self, ctx: RequestContext, call: Callable[[Attempt, Upstream], Awaitable[_T]]) -> _T:
         """Try ``ctx.plan``'s attempts in order with ``call`` until one succeeds or none may follow."""
@@ -82,7 +87,8 @@ class Router:
                 ctx.backend, ctx.model = upstream.name, attempt.model
                 upstream.outstanding += 1
                 try:
-                    result = await call(attempt, upstream)
+                    result = await (call(attempt, upstream) if self.tracer is None
+                                    else self.tracer.attempt(ctx, attempt, upstream, retry_number, call))
                 except ProxyError as exc:
                     backends.record(upstream.name, exc.outcome)
                     if exc.outcome is None or ctx.committed:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import logging
 import os
 import socket
@@ -43,13 +44,17 @@ from proxy.errors import (
 )
 from proxy.jsonio import JSONDecodeError, loads
 
-__all__ = ["ANTHROPIC_VERSION", "Upstream", "UpstreamResponse", "open_upstreams", "close_upstreams"]
+__all__ = ["ANTHROPIC_VERSION", "TRACEPARENT", "Upstream", "UpstreamResponse", "open_upstreams", "close_upstreams"]
 
 log = logging.getLogger("proxy.upstream.backend")
 ANTHROPIC_VERSION = "2023-06-01"  # the anthropic-version header sent to an Anthropic backend
 _ANTHROPIC_PATHS = ("/v1/messages", "/v1/models")
 _MODELS_PATHS = {"openai": "/models", "anthropic": "/v1/models"}  # what an Anthropic backend is asked (models: health)
 _ERROR_BODY_LIMIT = 64 * 1024
+
+TRACEPARENT: contextvars.ContextVar[bytes | None] = contextvars.ContextVar("traceparent", default=None)
+"""The ``traceparent: ...\\r\\n`` line sent with this task's backend requests: set by the tracer
+around each traced attempt (``proxy.telemetry.tracing``); None (no header) when tracing is off."""
 
 
 def _ssl_context(cfg: BackendConfig) -> ssl.SSLContext | None:
@@ -245,7 +250,8 @@ class Upstream:
             first = first_byte
         self._check_path(path)
         try:
-            resp = await self.pool.request(method, path, body, deadline=asyncio.get_running_loop().time() + first)
+            resp = await self.pool.request(method, path, body, deadline=asyncio.get_running_loop().time() + first,
+                                           extra_headers=TRACEPARENT.get())
         except BaseException as exc:
             raise _translate(exc, self.name, in_body=False) from None
         if resp.status < 300:
@@ -267,7 +273,8 @@ class Upstream:
         resp: Response | None = None
         in_body = False
         try:
-            resp = await (pool or self.pool).request(method, path, body, deadline=loop.time() + first)
+            resp = await (pool or self.pool).request(method, path, body, deadline=loop.time() + first,
+                                                     extra_headers=TRACEPARENT.get())
             if resp.status < 300:
                 in_body = True
                 resp.watch(loop.time() + read)  # free when the whole answer came with its headers

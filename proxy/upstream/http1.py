@@ -304,9 +304,10 @@ class Pool:
         return head
 
     async def request(self, method: str, path: str, body: bytes | None, *,
-                      deadline: float | None = None) -> Response:
+                      deadline: float | None = None, extra_headers: bytes | None = None) -> Response:
         """Send a request; return once the final answer's status and headers are in (1xx skipped).
 
+        ``extra_headers`` are prebuilt ``Name: value\\r\\n`` lines added to this request only.
         With ``deadline`` (loop time), the call fails with ``TimeoutError`` past it, until the
         answer is read or ``Response.watch`` moves it. On any failure or cancellation the
         connection is dropped, never returned to the pool.
@@ -314,6 +315,8 @@ class Pool:
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
         head = self._head(method, path)
+        if extra_headers:  # "Name: value\r\n" lines for this request only (traceparent)
+            head += extra_headers
         if body is None:
             payload = head + b"\r\n"
         else:
