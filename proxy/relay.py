@@ -114,18 +114,34 @@ async def relay_ollama_stream(
     translator: StreamTranslator,
     headers: Mapping[str, str],
 ) -> web.StreamResponse:
-    """Pump NDJSON lines through ``translator`` to the client, committing on the first output."""
+    """Pump NDJSON lines through ``translator`` to the client, committing on the first output.
+
+    Lines that arrived together (one read from the backend) leave together, in one write: nothing
+    waits for a later line, and a burst of tokens costs one send, not one per token.
+    """
     backend = ctx.backend or "?"
     response: web.StreamResponse | None = None
     pending = b""
     clock = time.perf_counter
     waited_from = clock()
+    feed = translator.feed
     try:
-        async for line in upstream.lines():
-            now = clock()
-            ctx.upstream_wait += now - waited_from
-            obj = ollama_line(line, backend)
-            out = translator.feed(obj)
+        async for lines in upstream.line_batches():
+            ctx.upstream_wait += clock() - waited_from
+            failure: ProxyError | None = None
+            if len(lines) == 1:
+                out = feed(ollama_line(lines[0], backend))
+            else:
+                parts = []
+                for line in lines:
+                    try:
+                        parts.append(feed(ollama_line(line, backend)))
+                    except ProxyError as exc:  # what came before it in the same read still goes out
+                        failure = exc
+                        break
+                    if translator.final is not None:
+                        break
+                out = b"".join(parts)
             if response is None:
                 pending += out
                 if translator.has_output:
@@ -134,6 +150,8 @@ async def relay_ollama_stream(
                     await response.write(pending)
             elif out:
                 await response.write(out)
+            if failure is not None:
+                raise failure
             if translator.final is not None:
                 break
             waited_from = clock()

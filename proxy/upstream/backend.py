@@ -128,20 +128,27 @@ class UpstreamResponse:
                                             outcome=Outcome.BROKEN_STREAM, backend=self._backend) from None
 
     async def lines(self) -> AsyncIterator[bytes]:
-        """Non-empty NDJSON lines as they arrive; the first by the ``first_byte`` deadline, the rest within ``idle``.
+        """Non-empty NDJSON lines as they arrive; the first by the ``first_byte`` deadline, the rest within ``idle``."""
+        async for batch in self.line_batches():
+            for line in batch:
+                yield line
 
-        Split from the chunks as they arrive (one Ollama line usually is one chunk).
+    async def line_batches(self) -> AsyncIterator[list[bytes]]:
+        """The complete non-empty NDJSON lines of each chunk as it arrives (deadlines as ``lines``).
+
+        One Ollama line usually is one chunk; lines that arrived together come together, so a relay
+        can send what they translate to in one write.
         """
         rest = b""
         async for chunk in self.chunks():
             if rest:
                 chunk = rest + chunk
             *complete, rest = chunk.split(b"\n")
-            for line in complete:
-                if line:
-                    yield line
+            batch = [line for line in complete if line]
+            if batch:
+                yield batch
         if rest.strip():
-            yield rest
+            yield [rest]
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Raw body chunks as they arrive (an OpenAI-compatible SSE stream is relayed unchanged).
