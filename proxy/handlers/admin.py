@@ -129,6 +129,7 @@ async def _target(request: web.Request) -> tuple[Upstream, str, dict[str, object
     model = _text_field(body, "model")
     if model is None:
         raise InvalidRequestError("Missing required parameter: 'model'.", param="model", code="missing_field")
+    request[CTX].client_model = model  # for the audit line and the request log
     name = _text_field(body, "backend")
     ollamas = [u.name for u in backends.of_kind("ollama")]
     if name is None:
@@ -142,8 +143,7 @@ async def _target(request: web.Request) -> tuple[Upstream, str, dict[str, object
     if upstream.kind != "ollama":
         raise InvalidRequestError(f"Backend '{name}' is not an Ollama backend; its models are managed elsewhere.",
                                   param="backend")
-    ctx = request[CTX]
-    ctx.client_model, ctx.backend = model, upstream.name  # for the audit line and the request log
+    request[CTX].backend = upstream.name
     return upstream, model, body
 
 
