@@ -4,7 +4,11 @@ that decodes every batch (protobuf), and the fake backends record the ``tracepar
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from typing import Any
+
+import pytest
 
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -13,6 +17,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from proxy.config import ConfigError, parse_config
+from proxy.keys import ROUTER
+from proxy.middleware import gateway_middleware
+from tests.conftest import one_backend_config
 from tests.fakes import ollama as fol
 from tests.fakes import openai as foa
 from tests.integration.test_routing import HI, backend
@@ -125,7 +133,7 @@ async def test_request_and_attempt_spans_join_the_clients_trace(aiohttp_server, 
 async def test_retries_and_a_cloud_fallback_are_one_span_each(aiohttp_server, start_fake, start_openai,
                                                               start_gateway):
     """A retried failing Ollama then the cloud: three attempt spans under one request span, each backend
-    receiving its own attempt's traceparent; a trace without a client traceparent starts here."""
+    receiving its own attempt's traceparent; a malformed client traceparent is ignored (the trace starts here)."""
     receiver, url = await _receiver(aiohttp_server)
     local = await start_fake()
     local.fake.script("/api/chat", fol.status(500, "model runner crashed"))
@@ -137,14 +145,15 @@ async def test_retries_and_a_cloud_fallback_are_one_span_each(aiohttp_server, st
                              environ={"COLLECTOR_TOKEN": "tok-1"})
     async with gw.client() as client:
         stream = await client.chat.completions.create(model="gpt-4o-mini", messages=HI, stream=True,
-                                                      stream_options={"include_usage": True})
+                                                      stream_options={"include_usage": True},
+                                                      extra_headers={"traceparent": "00-not-a-trace-id-01"})
         chunks = [chunk async for chunk in stream]
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello from the cloud"
     spans = await receiver.wait_for(4)
     assert len(spans) == 4
     (server,) = [s for s in spans if s.kind == Span.SPAN_KIND_SERVER]
     attempts = sorted((s for s in spans if s.kind == Span.SPAN_KIND_CLIENT), key=lambda s: s.start_time_unix_nano)
-    assert server.parent_span_id == b""  # no client traceparent: the trace starts at the gateway
+    assert server.parent_span_id == b""  # no valid client traceparent: the trace starts at the gateway
     assert {s.trace_id for s in spans} == {server.trace_id}
     assert [s.parent_span_id for s in attempts] == [server.span_id] * 3
     summary = [(a.name, _attributes(a.attributes)["gateway.backend"], _attributes(a.attributes)["gateway.retry"],
@@ -165,3 +174,50 @@ async def test_retries_and_a_cloud_fallback_are_one_span_each(aiohttp_server, st
     assert sent == [f"00-{server.trace_id.hex()}-{a.span_id.hex()}-03" for a in attempts[:2]]
     (_, _, _, cloud_headers), = [r for r in cloud.requests if r[1].endswith("/chat/completions")]
     assert cloud_headers["traceparent"] == f"00-{server.trace_id.hex()}-{attempts[2].span_id.hex()}-03"
+
+
+async def test_tracing_is_off_by_default_and_sends_no_traceparent(start_fake, start_gateway):
+    """Without a tracing section: the plain middleware, no tracer in the router, no traceparent to Ollama."""
+    local = await start_fake()
+    gw = await start_gateway(one_backend_config(local.url))
+    assert list(gw.app.middlewares) == [gateway_middleware]
+    assert gw.app[ROUTER].tracer is None
+    async with gw.client() as client:
+        await client.chat.completions.create(model="llama3.2", messages=HI, extra_headers={"traceparent": TRACEPARENT})
+    (_, _, _, headers), = [r for r in local.fake.requests if r[1] == "/api/chat"]
+    assert "traceparent" not in {name.lower() for name in headers}
+
+
+def test_tracing_off_loads_neither_the_sdk_nor_the_exporter():
+    """Building the app with tracing off loads no OpenTelemetry SDK tracing or exporter module and starts
+    no export thread (the redis client imports the OpenTelemetry API for its own use when installed)."""
+    code = ("import sys, threading; from proxy.app import create_app; from proxy.config import parse_config; "
+            "create_app(parse_config({}, {}), health_checks=False); "
+            "print(sorted(m for m in sys.modules if m.startswith(('opentelemetry.sdk.trace', "
+            "'opentelemetry.exporter')))); print(threading.active_count())")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.split("\n")[:2] == ["[]", "1"]
+
+
+def test_tracing_enabled_without_the_sdk_is_a_config_error(monkeypatch: pytest.MonkeyPatch):
+    """With the OpenTelemetry SDK absent, ``tracing.enabled: true`` names the key and the extra to install."""
+    monkeypatch.setitem(sys.modules, "opentelemetry.sdk.trace", None)  # what an uninstalled package looks like to find_spec
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"tracing": {"enabled": True}}, {})
+    assert str(caught.value).splitlines() == [
+        "tracing.enabled: needs the OpenTelemetry SDK and its OTLP/HTTP exporter: "
+        "pip install 'ollama-gateway[tracing]'"]
+
+
+def test_tracing_section_errors_name_their_keys():
+    """Bad values in the tracing section are reported with their dotted paths; a header from an unset variable too."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"tracing": {"enabled": "yes", "endpoint": "collector:4318", "sample_ratio": 1.5,
+                                  "headers": {"Authorization": "Bearer ${COLLECTOR_TOKEN}"}, "exporter": "grpc"}}, {})
+    assert str(caught.value).splitlines() == [
+        "tracing.enabled: must be true or false (got 'yes')",
+        "tracing.endpoint: must be an http:// or https:// URL, e.g. http://collector:4318/v1/traces",
+        "tracing.sample_ratio: must be a number <= 1 (got 1.5)",
+        "tracing.headers.Authorization: environment variable COLLECTOR_TOKEN is not set",
+        "tracing.exporter: unknown key",
+    ]
