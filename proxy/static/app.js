@@ -1,4 +1,5 @@
-// Ollama Gateway dashboard: polls /status and /admin/stats, drives the admin API. No framework, no build.
+// Ollama Gateway dashboard: polls /status and /admin/stats, drives the admin API. No framework, no build;
+// the charts (charts.js) use the vendored uPlot.
 // Every text from a backend goes through textContent (never innerHTML): model names are not trusted.
 "use strict";
 
@@ -85,8 +86,13 @@ function renderReadiness(status) {
   } else {
     pill.className = status.status === "ready" ? "pill pill-ok" : "pill pill-bad";
     pill.textContent = status.status === "ready" ? "ready" : "not ready";
-    pill.title = "";
+    pill.title = (status.reasons || []).join("\n");
   }
+  // the not-ready pill says why: every reason /status gives, spelled out under the header
+  const reasons = status.status === "ready" ? [] : status.reasons || [];
+  const list = document.getElementById("reasons");
+  list.replaceChildren(...reasons.map((r) => el("li", {}, r)));
+  list.hidden = !reasons.length;
   document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
 }
 
@@ -210,6 +216,78 @@ function renderStats(stats) {
     4, "No routed traffic yet.");
 }
 
+function shareCell(value) {
+  const bar = el("span", {});
+  bar.style.width = `${Math.round((value || 0) * 100)}%`; // CSSOM: allowed by the page's CSP
+  return el("span", { class: "share" }, value === null || value === undefined ? "–" : fmt.pct(value), el("div", { class: "bar" }, bar));
+}
+
+function renderMigration(stats) {
+  const views = stats.migration || [];
+  const blocks = views.map((view) => {
+    const arms = view.arms.map((a) => el("tr", { "data-arm": a.arm },
+      el("td", { class: "mono" }, a.arm),
+      el("td", { class: "num" }, shareCell(a.weight)),
+      el("td", { class: "num", "data-field": "share" }, shareCell(a.share)),
+      el("td", { class: "num", "data-field": "requests" }, fmt.int(a.requests)),
+      el("td", { class: "num", "data-field": "error_rate" }, fmt.pct(a.error_rate)),
+      el("td", { class: "num" }, fmt.ms(a.latency_p50_s)),
+      el("td", { class: "num" }, fmt.ms(a.latency_p95_s)),
+      el("td", { class: "num" }, fmt.ms(a.ttft_p50_s)),
+      el("td", { class: "num" }, fmt.ms(a.ttft_p95_s)),
+      el("td", { class: "num" }, fmt.rate(a.tokens_per_s)),
+      el("td", { class: "num" }, fmt.usd(a.cost_avoided_usd))));
+    const primary = view.arms.reduce((t, a) => ({ requests: t.requests + (a.requests || 0), errors: t.errors + (a.errors || 0),
+      prompt: t.prompt + (a.prompt_tokens || 0), completion: t.completion + (a.completion_tokens || 0),
+      p50: t.p50 === null ? a.latency_p50_s ?? null : t.p50 }), { requests: 0, errors: 0, prompt: 0, completion: 0, p50: null });
+    const shadowRows = (view.shadows || []).map((s) => el("tr", { "data-shadow": s.backend },
+      el("td", {}, `shadow on ${s.backend}`),
+      el("td", { class: "num" }, fmt.int(s.requests)),
+      el("td", { class: "mono" }, Object.entries(s.outcomes || {}).map(([k, v]) => `${k} ${fmt.int(v)}`).join(" · ") || "–"),
+      el("td", { class: "num" }, `${fmt.ms(s.duration_mean_s)} mean`),
+      el("td", { class: "num" }, fmt.int(s.prompt_tokens)),
+      el("td", { class: "num" }, fmt.int(s.completion_tokens))));
+    const shadows = view.shadow || shadowRows.length ? el("div", { class: "table-wrap" }, el("table", { "data-testid": "shadows" },
+      el("thead", {}, el("tr", {}, el("th", {}, "Primary vs shadow"), el("th", { class: "num" }, "Requests"), el("th", {}, "Outcomes"),
+        el("th", { class: "num" }, "Latency"), el("th", { class: "num" }, "Prompt tokens"), el("th", { class: "num" }, "Completion tokens"))),
+      el("tbody", {},
+        el("tr", {}, el("td", {}, "primary (all arms)"), el("td", { class: "num" }, fmt.int(primary.requests)),
+          el("td", { class: "mono" }, `ok ${fmt.int(primary.requests - primary.errors)} · errors ${fmt.int(primary.errors)}`),
+          el("td", { class: "num" }, `${fmt.ms(primary.p50)} p50`), el("td", { class: "num" }, fmt.int(primary.prompt)),
+          el("td", { class: "num" }, fmt.int(primary.completion))),
+        shadowRows.length ? shadowRows : el("tr", {}, el("td", { class: "empty", colspan: 6 }, `No shadow result yet (${view.shadow}).`))))) : null;
+    return el("div", { class: "route-view", "data-route": view.route },
+      el("div", { class: "route-head" }, el("strong", {}, view.route), el("span", { class: "muted" }, `${fmt.int(view.requests)} requests in the last hour`)),
+      el("div", { class: "table-wrap" }, el("table", { "data-testid": "arms" },
+        el("thead", {}, el("tr", {}, ...["Arm", "Weight", "Share", "Requests", "Error rate", "Latency p50", "p95", "TTFT p50", "p95",
+          "Tokens/s", "Cost avoided"].map((h, i) => el("th", { class: i ? "num" : null }, h)))),
+        el("tbody", {}, arms))),
+      shadows);
+  });
+  const box = document.getElementById("migration");
+  box.replaceChildren(...(blocks.length ? blocks : [el("div", { class: "table-wrap" }, el("table", {}, el("tbody", {},
+    el("tr", {}, el("td", { class: "empty" }, "No split or shadowed route is configured.")))))]));
+}
+
+function renderOllama(stats) {
+  fill(document.querySelector("#ollama tbody"), (stats.ollama || []).map((o) => el("tr", {},
+    el("td", { class: "mono" }, o.model),
+    el("td", {}, o.backend),
+    el("td", { class: "num" }, fmt.int(o.loads)),
+    el("td", { class: "num" }, fmt.ms(o.load_mean_s)),
+    el("td", { class: "num" }, fmt.int(o.cold_starts)),
+    el("td", { class: "num" }, fmt.rate(o.prompt_eval_tokens_per_s_mean)),
+    el("td", { class: "num" }, fmt.rate(o.eval_tokens_per_s_mean)))), 7, "No Ollama timings yet.");
+}
+
+function renderCredentials(stats) {
+  fill(document.querySelector("#credentials tbody"), Object.entries(stats.credentials || {}).map(([name, c]) => el("tr", { "data-credential": name },
+    el("td", {}, name),
+    el("td", { class: "num" }, fmt.int(c.requests)),
+    el("td", { class: "num" }, fmt.int(c.prompt_tokens)),
+    el("td", { class: "num" }, fmt.int(c.completion_tokens)))), 4, "No client credential has been used yet.");
+}
+
 // -- actions -----------------------------------------------------------------------------------
 
 async function startPull(backend, model) {
@@ -279,6 +357,10 @@ async function refresh() {
     renderInstalled(status);
     renderPulls(status);
     renderStats(stats);
+    renderMigration(stats);
+    renderOllama(stats);
+    renderCredentials(stats);
+    renderCharts(stats.series);
     showError("");
   } catch (err) {
     showError(`Cannot reach the gateway: ${err.message}`);

@@ -111,8 +111,6 @@ async def test_dashboard_shows_health_and_models_and_pull_reaches_ollama(stack):
             await expect(page.locator('[data-pull="gpu1/phi4:14b"]')).to_contain_text("done")
             await expect(installed).to_contain_text("phi4:14b")
 
-            await page.screenshot(path=str(ROOT / "docs" / "dashboard.png"), full_page=True)
-
             page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
             await page.click('#installed tr[data-model="qwen2.5:7b"][data-backend="gpu1"] button:text("Delete")')
             await _until(lambda: gpu1.bodies("/api/delete") == [{"model": "qwen2.5:7b"}],
