@@ -52,7 +52,15 @@ SPECS = [
     Spec("cpu_req", "CPU per request", proxied_only=True),
     # tokens 1 ms apart so every token is its own read and write, as with a real model
     Spec("cpu_stream", "CPU per stream", proxied_only=True, mode={"token_delay_ms": 1}),
+    # the cost per token must not grow with the answer: 64 and 1,024 tokens, back to back and 10 ms apart
+    Spec("cpu_s64_0", "CPU/stream 64 tok 0 ms", proxied_only=True, mode={"token_delay_ms": 0}),
+    Spec("cpu_s1k_0", "CPU/stream 1k tok 0 ms", proxied_only=True, mode={"token_delay_ms": 0, "tokens": 1024}),
+    Spec("cpu_s64_10", "CPU/stream 64 tok 10 ms", proxied_only=True, mode={"token_delay_ms": 10}),
+    Spec("cpu_s1k_10", "CPU/stream 1k tok 10 ms", proxied_only=True, mode={"token_delay_ms": 10, "tokens": 1024}),
 ]
+_DEFAULT_MODE = {"token_delay_ms": 0, "tokens": 64}
+# (concurrency, streams) of the spaced CPU cells: many at once, as streams of a real model overlap
+_SPACED = {"cpu_s64_10": (64, 128), "cpu_s1k_10": (64, 64)}
 
 
 async def set_mode(fake_url: str, mode: dict) -> None:
@@ -111,9 +119,14 @@ async def measure(spec: Spec, arm: Arm, cfg: dict, tmp: Path, wrk_ok: bool) -> d
     if spec.key == "cpu_req":
         return await clients.cpu_per_call(t, arm.proc.cpu, stream=False, n=cfg["cpu_req_n"],
                                           concurrency=cfg["cpu_conc"], cap_s=cfg["cpu_cap"])
-    if spec.key == "cpu_stream":
-        return await clients.cpu_per_call(t, arm.proc.cpu, stream=True, n=cfg["cpu_stream_n"],
+    if spec.key in ("cpu_stream", "cpu_s64_0", "cpu_s1k_0"):
+        n = cfg["cpu_stream_n"] if spec.key != "cpu_s1k_0" else max(16, cfg["cpu_stream_n"] // 8)
+        return await clients.cpu_per_call(t, arm.proc.cpu, stream=True, n=n,
                                           concurrency=cfg["cpu_conc"], cap_s=cfg["cpu_cap"])
+    if spec.key in _SPACED:
+        concurrency, n = _SPACED[spec.key]
+        return await clients.cpu_per_call(t, arm.proc.cpu, stream=True, n=n, concurrency=concurrency,
+                                          cap_s=cfg["cpu_cap"] * 4, warm=1)
     raise AssertionError(spec.key)
 
 
@@ -188,7 +201,7 @@ async def amain(args: argparse.Namespace) -> int:
                             log(f"  {spec.what:22} {arm.name:12} ERROR {errors[(spec.key, arm.name)]}")
                 finally:
                     if spec.mode is not None:
-                        await set_mode(fake_url, {"token_delay_ms": 0})
+                        await set_mode(fake_url, _DEFAULT_MODE)
 
         for a in arms.values():
             if a.ok and a.proc is not None and a.name != "gateway-w2":

@@ -161,12 +161,15 @@ async def streams(t: Target, n: int, cap_s: float) -> dict:
     return {"ttft": statistics.median(ttfts) * 1e3, "total": statistics.median(totals) * 1e3, "n": len(ttfts)}
 
 
-async def cpu_per_call(t: Target, cpu_of, *, stream: bool, n: int, concurrency: int, cap_s: float) -> dict:
-    """CPU seconds of the proxy process tree over a fixed number of calls (stopped early at cap_s)."""
+async def cpu_per_call(t: Target, cpu_of, *, stream: bool, n: int, concurrency: int, cap_s: float,
+                       warm: int | None = None) -> dict:
+    """CPU seconds of the proxy process tree over a fixed number of calls (stopped early at cap_s).
+
+    ``warm`` calls (default: ``concurrency``) go first, one after another, unmeasured."""
     body, headers = t.body(stream), t.all_headers()
     done = 0
     async with session(limit=concurrency) as s:
-        for _ in range(concurrency):
+        for _ in range(concurrency if warm is None else warm):
             await (one_stream if stream else one_request)(s, t, body, headers)
         end = perf() + cap_s
         c0, w0 = cpu_of(), perf()

@@ -5,7 +5,7 @@ Serves Ollama's native API, just enough for a benchmark:
                       stream false: one JSON object with Content-Length
   GET  /api/tags, /api/version, /api/ps, POST /api/show, GET|HEAD /
 Benchmark control (not Ollama):
-  POST /_bench/mode   {"token_delay_ms": N, "first_token_delay_ms": M}  (M defaults to N)
+  POST /_bench/mode   {"token_delay_ms": N, "first_token_delay_ms": M, "tokens": T}  (M defaults to N, T to 64)
   GET  /_bench/stats  {"requests": n, "active_streams": n, "unknown_paths": {...}}
 
 Run: python -m bench.fake_ollama --port 11434 [--token-delay-ms 20] [--first-token-delay-ms 0]
@@ -24,23 +24,23 @@ import orjson
 
 TOKENS = 64
 CREATED = "2024-06-01T12:00:00.000000000Z"
-STATE = {"token_delay": 0.0, "first_delay": 0.0, "requests": 0, "active_streams": 0}
+STATE = {"token_delay": 0.0, "first_delay": 0.0, "tokens": TOKENS, "requests": 0, "active_streams": 0}
 UNKNOWN: dict[str, int] = {}
 
-_cache: dict[tuple[bytes, bool], tuple[bytes, ...]] = {}
+_cache: dict[tuple[bytes, bool, int], tuple[bytes, ...]] = {}
 
 
 def _token(i: int) -> str:
     return ("Hello" if i == 0 else f" w{i}")
 
 
-def _final(model: str, stream: bool) -> dict:
+def _final(model: str, stream: bool, tokens: int) -> dict:
     out = {"model": model, "created_at": CREATED,
-           "message": {"role": "assistant", "content": "".join(_token(i) for i in range(TOKENS)) if not stream else ""},
+           "message": {"role": "assistant", "content": "".join(_token(i) for i in range(tokens)) if not stream else ""},
            "done_reason": "stop", "done": True,
            "total_duration": 1_234_567_890, "load_duration": 12_345_678,
            "prompt_eval_count": 12, "prompt_eval_duration": 23_456_789,
-           "eval_count": TOKENS, "eval_duration": 1_100_000_000}
+           "eval_count": tokens, "eval_duration": 1_100_000_000}
     return out
 
 
@@ -49,24 +49,27 @@ def _chunk(payload: bytes) -> bytes:
 
 
 def _responses(model_raw: bytes, stream: bool) -> tuple[bytes, ...]:
-    """(headers, chunk 1..64, final chunk + terminator) for streams; (whole response,) otherwise."""
-    key = (model_raw, stream)
+    """(headers, chunk 1..N, final chunk + terminator) for streams; (whole response,) otherwise.
+
+    N is the mode's ``tokens`` (64 by default)."""
+    tokens = int(STATE["tokens"])
+    key = (model_raw, stream, tokens)
     got = _cache.get(key)
     if got is not None:
         return got
     model = model_raw.decode("utf-8", "replace")
     if not stream:
-        body = orjson.dumps(_final(model, False))
+        body = orjson.dumps(_final(model, False, tokens))
         got = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\n"
                b"Content-Length: %d\r\n\r\n%s" % (len(body), body),)
     else:
         head = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n"
         parts = [head]
-        for i in range(TOKENS):
+        for i in range(tokens):
             line = orjson.dumps({"model": model, "created_at": CREATED,
                                  "message": {"role": "assistant", "content": _token(i)}, "done": False}) + b"\n"
             parts.append(_chunk(line))
-        parts.append(_chunk(orjson.dumps(_final(model, True)) + b"\n") + b"0\r\n\r\n")
+        parts.append(_chunk(orjson.dumps(_final(model, True, tokens)) + b"\n") + b"0\r\n\r\n")
         got = tuple(parts)
     if len(_cache) < 64:
         _cache[key] = got
@@ -194,6 +197,7 @@ class Http(asyncio.Protocol):
             cfg = orjson.loads(body or b"{}")
             STATE["token_delay"] = float(cfg.get("token_delay_ms", 0)) / 1000
             STATE["first_delay"] = float(cfg.get("first_token_delay_ms", cfg.get("token_delay_ms", 0))) / 1000
+            STATE["tokens"] = max(1, int(cfg.get("tokens", TOKENS)))
             w(_simple(b"200 OK", orjson.dumps({"ok": True})))
         elif path == "/_bench/stats":
             w(_simple(b"200 OK", orjson.dumps({"requests": STATE["requests"],
@@ -209,8 +213,9 @@ class Http(asyncio.Protocol):
             w = self.transport.write
             w(parts[0])
             delay, first = STATE["token_delay"], STATE["first_delay"]
+            tokens = len(parts) - 2
             for i, chunk in enumerate(parts[1:]):
-                if i < TOKENS:  # the last part (done line) follows the last token immediately
+                if i < tokens:  # the last part (done line) follows the last token immediately
                     d = first if i == 0 else delay
                     if d > 0:
                         await asyncio.sleep(d)
