@@ -24,8 +24,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -38,6 +40,9 @@ from proxy.handlers.common import json_response, read_body
 from proxy.jsonio import dumps
 from proxy.keys import ACCOUNTING, BACKENDS, CATALOG, CTX, METRICS, PULLER
 from proxy.upstream.backend import Upstream
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 __all__ = ["admin_models", "pull_model", "delete_model", "warm_model", "admin_stats", "dashboard",
            "dashboard_asset", "audit", "audited"]
@@ -229,7 +234,7 @@ async def admin_stats(request: web.Request) -> web.StreamResponse:
     """The metrics summary, plus the last hour and the migration view (computed by the gateway itself)."""
     metrics = request.app.get(METRICS)
     series = request.app[ACCOUNTING].series
-    snapshot = metrics.snapshot() if metrics is not None else {
+    snapshot = {**metrics.snapshot(), **_shadow_and_ollama(metrics.registry)} if metrics is not None else {
         "models": {}, "routes": {}, "backends": {}, "credentials": {}, "shadows": [], "ollama": []}
     return json_response({"enabled": metrics is not None, **snapshot, "series": series.snapshot(),
                           "migration": _migration(request[CTX].config, series.arms(), snapshot)})
@@ -259,6 +264,55 @@ def _migration(config: Config, arms: dict[str, dict[str, dict[str, object]]],
         out.append({"route": route.name, "requests": total, "arms": rows,
                     "shadow": route.shadow.target.label() if route.shadow else None, "shadows": route_shadows})
     return out
+
+
+def _shadow_and_ollama(registry: CollectorRegistry) -> dict[str, list[dict[str, Any]]]:
+    """Shadow results per route and backend, and Ollama's own timings per backend and model, from the
+    metrics (``Metrics.shadow`` and the Ollama series), summed over every worker."""
+    shadows: defaultdict[tuple[str, str], dict[str, Any]] = defaultdict(
+        lambda: {"requests": 0.0, "outcomes": defaultdict(float), "duration_sum": 0.0, "duration_count": 0.0,
+                 "prompt_tokens": 0.0, "completion_tokens": 0.0})
+    ollama: defaultdict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for family in registry.collect():
+        for sample in family.samples:
+            name, lab, v = sample.name, sample.labels, sample.value
+            if name.startswith("proxy_shadow_"):
+                _shadow_sample(shadows[(lab["route"], lab["backend"])], name, lab, v)
+            elif name.startswith("proxy_ollama_") and not name.endswith(("_bucket", "_created")):
+                ollama[(lab["backend"], lab["model"])][name] += v
+    return {"shadows": [_shadow_summary(route, backend, s) for (route, backend), s in sorted(shadows.items())],
+            "ollama": [_ollama_summary(backend, model, o) for (backend, model), o in sorted(ollama.items())]}
+
+
+def _shadow_sample(into: dict[str, Any], name: str, lab: Mapping[str, str], v: float) -> None:
+    if name == "proxy_shadow_requests_total":
+        into["requests"] += v
+        into["outcomes"][lab["outcome"]] += v
+    elif name == "proxy_shadow_duration_seconds_sum":
+        into["duration_sum"] += v
+    elif name == "proxy_shadow_duration_seconds_count":
+        into["duration_count"] += v
+    elif name == "proxy_shadow_tokens_total":
+        into[lab["kind"] + "_tokens"] += v
+
+
+def _shadow_summary(route: str, backend: str, s: Mapping[str, Any]) -> dict[str, Any]:
+    count = s["duration_count"]
+    return {"route": route, "backend": backend, "requests": s["requests"], "outcomes": dict(s["outcomes"]),
+            "duration_mean_s": s["duration_sum"] / count if count else None,
+            "prompt_tokens": s["prompt_tokens"], "completion_tokens": s["completion_tokens"]}
+
+
+def _ollama_summary(backend: str, model: str, o: Mapping[str, float]) -> dict[str, Any]:
+    def mean(base: str) -> float | None:
+        count = o.get(base + "_count", 0.0)
+        return o.get(base + "_sum", 0.0) / count if count else None
+
+    return {"backend": backend, "model": model, "loads": o.get("proxy_ollama_load_duration_seconds_count", 0.0),
+            "load_mean_s": mean("proxy_ollama_load_duration_seconds"),
+            "cold_starts": o.get("proxy_ollama_cold_starts_total", 0.0),
+            "prompt_eval_tokens_per_s_mean": mean("proxy_ollama_prompt_eval_tokens_per_second"),
+            "eval_tokens_per_s_mean": mean("proxy_ollama_eval_tokens_per_second")}
 
 
 async def dashboard(request: web.Request) -> web.StreamResponse:

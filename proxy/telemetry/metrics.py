@@ -349,10 +349,6 @@ class Metrics:
         backends: defaultdict[str, dict[str, Any]] = defaultdict(dict)
         credentials: defaultdict[str, dict[str, float]] = defaultdict(
             lambda: {"requests": 0.0, "prompt_tokens": 0.0, "completion_tokens": 0.0})
-        shadows: defaultdict[tuple[str, str], dict[str, Any]] = defaultdict(
-            lambda: {"requests": 0.0, "outcomes": defaultdict(float), "duration_sum": 0.0, "duration_count": 0.0,
-                     "prompt_tokens": 0.0, "completion_tokens": 0.0})
-        ollama: defaultdict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
         for family in self.registry.collect():
             for s in family.samples:
                 name, lab, v = s.name, s.labels, s.value
@@ -378,10 +374,6 @@ class Metrics:
                     credentials[lab["credential"]]["requests"] += v
                 elif name == "proxy_credential_tokens_total":
                     credentials[lab["credential"]][lab["kind"] + "_tokens"] += v
-                elif name.startswith("proxy_shadow_"):
-                    _shadow_sample(shadows[(lab["route"], lab["backend"])], name, lab, v)
-                elif name.startswith("proxy_ollama_") and not name.endswith(("_bucket", "_created")):
-                    ollama[(lab["backend"], lab["model"])][name] += v
         models = {m: _model_summary(sums, m, buckets.get(m, {})) for m in sorted({m for _, m, _ in sums})}
         for r in routes.values():
             split = r.pop("split")
@@ -389,40 +381,7 @@ class Metrics:
             r["split_shares"] = {arm: n / total for arm, n in sorted(split.items())} if total else {}
             r["fallbacks_by_reason"] = dict(r["fallbacks_by_reason"])
         return {"models": models, "routes": dict(sorted(routes.items())), "backends": dict(sorted(backends.items())),
-                "credentials": dict(sorted(credentials.items())),
-                "shadows": [_shadow_summary(route, backend, s) for (route, backend), s in sorted(shadows.items())],
-                "ollama": [_ollama_summary(backend, model, o) for (backend, model), o in sorted(ollama.items())]}
-
-
-def _shadow_sample(into: dict[str, Any], name: str, lab: Mapping[str, str], v: float) -> None:
-    if name == "proxy_shadow_requests_total":
-        into["requests"] += v
-        into["outcomes"][lab["outcome"]] += v
-    elif name == "proxy_shadow_duration_seconds_sum":
-        into["duration_sum"] += v
-    elif name == "proxy_shadow_duration_seconds_count":
-        into["duration_count"] += v
-    elif name == "proxy_shadow_tokens_total":
-        into[lab["kind"] + "_tokens"] += v
-
-
-def _shadow_summary(route: str, backend: str, s: Mapping[str, Any]) -> dict[str, Any]:
-    count = s["duration_count"]
-    return {"route": route, "backend": backend, "requests": s["requests"], "outcomes": dict(s["outcomes"]),
-            "duration_mean_s": s["duration_sum"] / count if count else None,
-            "prompt_tokens": s["prompt_tokens"], "completion_tokens": s["completion_tokens"]}
-
-
-def _ollama_summary(backend: str, model: str, o: Mapping[str, float]) -> dict[str, Any]:
-    def mean(base: str) -> float | None:
-        count = o.get(base + "_count", 0.0)
-        return o.get(base + "_sum", 0.0) / count if count else None
-
-    return {"backend": backend, "model": model, "loads": o.get("proxy_ollama_load_duration_seconds_count", 0.0),
-            "load_mean_s": mean("proxy_ollama_load_duration_seconds"),
-            "cold_starts": o.get("proxy_ollama_cold_starts_total", 0.0),
-            "prompt_eval_tokens_per_s_mean": mean("proxy_ollama_prompt_eval_tokens_per_second"),
-            "eval_tokens_per_s_mean": mean("proxy_ollama_eval_tokens_per_second")}
+                "credentials": dict(sorted(credentials.items()))}
 
 
 def _model_summary(sums: Mapping[tuple[str, str, str], float], m: str,
