@@ -79,9 +79,10 @@ class Accounting:
             metrics.request_finished(ctx.route)
         if ctx.endpoint in _QUIET_PATHS:
             return  # probes and scrapes would drown the request log
-        if metrics is not None and ctx.plan is None:
-            if ctx.endpoint.startswith("/v1/") or ctx.endpoint in _NATIVE_MODEL_PATHS:
-                # rejected before routing: bad request, auth, unknown model
+        if ctx.plan is None and (ctx.endpoint.startswith("/v1/") or ctx.endpoint in _NATIVE_MODEL_PATHS):
+            # rejected before routing: bad request, auth, rate limit, unknown model
+            self.series.refused(outcome=ctx.outcome, status=ctx.status)
+            if metrics is not None:
                 metrics.observe_request("-", "-", "-", ctx.outcome, ctx.status, duration=duration,
                                         upstream_wait=0.0)
         if metrics is not None and ctx.credential is not None:

@@ -121,6 +121,17 @@ class Series:
             if completion_tokens and outcome == "ok":
                 figures.generating_s += max(duration - (ttft or 0.0), 0.0)
 
+    def refused(self, *, outcome: str, status: int) -> None:
+        """A model request refused before routing (a rate limit, an unknown model, a bad body):
+        in the totals, the errors and the 429s, on no backend or arm."""
+        bucket = self._bucket()
+        assert bucket.all is not None
+        bucket.all.requests += 1
+        if outcome not in _NOT_ERRORS:
+            bucket.all.errors += 1
+        if status == 429:
+            bucket.all.rate_limited += 1
+
     def snapshot(self) -> dict[str, object]:
         """The charts' data: one value per bucket, oldest first, ending with the current bucket."""
         last = int(self.now() // self.step)

@@ -159,6 +159,27 @@ async def test_shadow_results_reach_the_migration_view(start_fake, start_gateway
     assert shadow["duration_mean_s"] > 0
 
 
+async def test_rate_limited_and_unknown_model_requests_reach_the_last_hour(start_fake, start_gateway):
+    """Refused before routing: a 429 from the credential's limit and a 404 count as requests and errors, on no backend."""
+    fake = await start_fake(models=["llama3.2:latest"])
+    gateway = await start_gateway({
+        "backends": [{"name": "a", "type": "ollama", "url": fake.url}],
+        "routes": [{"name": "chat", "models": ["gpt-4o"], "targets": [{"backend": "a", "model": "llama3.2:latest"}]}],
+        "auth": {"admin": {"username": "admin", "password": "s3cret"},
+                 "credentials": [{"name": "slow", "api_key": "sk-slow", "requests_per_minute": 1}]},
+        "logging": {"requests": False},
+    })
+    async with openai.AsyncOpenAI(base_url=gateway.url + "/v1", api_key="sk-slow", max_retries=0) as client:
+        await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+        with pytest.raises(openai.RateLimitError):
+            await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    series = (await _stats(gateway))["series"]
+    assert (series["requests"][-1], series["errors"][-1], series["rate_limited"][-1]) == (2, 1, 1)
+    assert series["backends"] == {"a": {"requests": [0] * 59 + [1], "errors": [0] * 60}}
+    assert (await _stats(gateway))["credentials"] == {
+        "slow": {"requests": 2.0, "prompt_tokens": 7.0, "completion_tokens": 2.0}}
+
+
 def test_series_memory_is_bounded_by_the_span():
     """An hour of buckets at most, whatever the traffic; old minutes drop out of the charts."""
     from proxy.telemetry.series import Series
