@@ -70,6 +70,7 @@ from proxy.state.pulls import SharedPulls
 from proxy.state.responses import RedisResponseStore
 from proxy.state.store import SharedState
 from proxy.telemetry.logs import RequestLog
+from proxy.telemetry.tracing import Tracer
 from proxy.upstream.backend import close_upstreams, open_upstreams
 
 if TYPE_CHECKING:
@@ -94,11 +95,8 @@ def create_app(config: Config, *, rng: random.Random | None = None, health_check
 
     ``image_resolver`` replaces DNS for image fetching (tests map names to addresses with it).
     """
-    tracer = None
-    if config.tracing.enabled:  # OpenTelemetry is imported only then
-        from proxy.telemetry.tracing import Tracer
-
-        tracer = Tracer.from_config(config.tracing)
+    # OpenTelemetry is imported (and its export thread started) only when tracing is enabled
+    tracer = Tracer.from_config(config.tracing) if config.tracing.enabled else None
     app = web.Application(middlewares=[gateway_middleware if tracer is None else traced_gateway_middleware(tracer)],
                           client_max_size=config.server.max_body_bytes)
     live = app[CONFIG] = LiveConfig(config)

@@ -27,7 +27,8 @@ from proxy.upstream.backend import TRACEPARENT, Upstream
 __all__ = ["Tracer", "operation_name"]
 
 _T = TypeVar("_T")
-# the GenAI operation each model door performs (gen_ai.operation.name's well-known values)
+# the GenAI operation each model door performs (gen_ai.operation.name's well-known values); the
+# backend types ("ollama", "openai", "anthropic") are already gen_ai.provider.name values
 _OPERATIONS = {
     "/v1/chat/completions": "chat",
     "/v1/completions": "text_completion",
@@ -44,10 +45,6 @@ _OPERATIONS = {
 def operation_name(path: str) -> str | None:
     """``gen_ai.operation.name`` for a request path; None for the paths that call no model."""
     return _OPERATIONS.get(path)
-
-
-def _provider(kind: str) -> str:
-    return kind  # "ollama", "openai", "anthropic": the GenAI convention's provider names already
 
 
 class Tracer:
@@ -116,7 +113,7 @@ class Tracer:
                 attributes["gateway.backend"] = ctx.backend
                 kind = _kind(ctx)
                 if kind:
-                    attributes["gen_ai.provider.name"] = _provider(kind)
+                    attributes["gen_ai.provider.name"] = kind
             attributes["gen_ai.usage.input_tokens"] = ctx.prompt_tokens
             attributes["gen_ai.usage.output_tokens"] = ctx.completion_tokens
         if ctx.fallbacks:
@@ -134,7 +131,7 @@ class Tracer:
         span = self._tracer.start_span(
             f"{operation} {attempt.model}", kind=self._client,
             attributes={"gen_ai.operation.name": operation, "gen_ai.request.model": attempt.model,
-                        "gen_ai.provider.name": _provider(upstream.kind), "gateway.backend": upstream.name,
+                        "gen_ai.provider.name": upstream.kind, "gateway.backend": upstream.name,
                         "gateway.retry": retry_number})
         sc = span.get_span_context()
         token = TRACEPARENT.set(b"traceparent: 00-%032x-%016x-%02x\r\n" % (sc.trace_id, sc.span_id, sc.trace_flags)

@@ -22,7 +22,6 @@ from proxy.keys import ROUTER
 from proxy.middleware import gateway_middleware
 from tests.conftest import one_backend_config
 from tests.fakes import ollama as fol
-from tests.fakes import openai as foa
 from tests.integration.test_routing import HI, backend
 
 CLIENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
