@@ -180,6 +180,28 @@ async def test_rate_limited_and_unknown_model_requests_reach_the_last_hour(start
         "slow": {"requests": 2.0, "prompt_tokens": 7.0, "completion_tokens": 2.0}}
 
 
+async def test_a_fallback_is_counted_once_in_the_minute_and_on_the_arm(start_fake, start_gateway):
+    """The primary answers 500, the fallback answers: one request, one fallback, answered by b, no error."""
+    a = await start_fake(models=["llama3.2:latest"])
+    b = await start_fake(models=["llama3.2:latest"])
+    a.fake.script("/api/chat", status(500, "runner crashed"))
+    gateway = await start_gateway({
+        "backends": [{"name": "a", "type": "ollama", "url": a.url}, {"name": "b", "type": "ollama", "url": b.url}],
+        "routes": [{"name": "chat", "models": ["gpt-4o"], "retry": {"attempts": 0},
+                    "targets": [{"backend": "a", "model": "llama3.2:latest"}],
+                    "fallback": [{"backend": "b", "model": "llama3.2:latest"}]}],
+        "auth": {"admin": {"username": "admin", "password": "s3cret"}},
+        "logging": {"requests": False},
+    })
+    async with openai.AsyncOpenAI(base_url=gateway.url + "/v1", api_key="-", max_retries=0) as client:
+        await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    stats = await _stats(gateway)
+    series = stats["series"]
+    assert (series["requests"][-1], series["errors"][-1], series["fallbacks"][-1]) == (1, 0, 1)
+    assert series["backends"] == {"b": {"requests": [0] * 59 + [1], "errors": [0] * 60}}
+    assert stats["migration"] == []  # one target, no shadow: nothing to compare
+
+
 def test_series_memory_is_bounded_by_the_span():
     """An hour of buckets at most, whatever the traffic; old minutes drop out of the charts."""
     from proxy.telemetry.series import Series
