@@ -12,7 +12,7 @@ import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from tests.fakes import ollama as fol
-from tests.integration.test_routing import HI, backend
+from tests.integration.test_routing import HI, backend, closed_port
 from tests.integration.test_tracing import Receiver, _attributes
 
 
@@ -93,3 +93,15 @@ async def test_unknown_paths_and_models_get_a_span_without_model_attributes(aioh
     assert (span.name, listing.name) == ("GET", "GET /v1/models")
     assert (attributes["http.response.status_code"], "http.route" in attributes,
             "gen_ai.operation.name" in attributes) == (404, False, False)
+
+
+async def test_an_unreachable_collector_does_not_touch_requests(start_fake, start_gateway):
+    """Spans for a collector that refuses connections are dropped by the exporter; every answer is still 200."""
+    local = await start_fake()
+    gw = await start_gateway({"backends": [backend("local", local.url)], "logging": {"requests": False},
+                              "tracing": {"enabled": True, "endpoint": f"http://127.0.0.1:{closed_port()}/v1/traces",
+                                          "export_interval": 0.05, "timeout": 1}})
+    async with gw.client() as client:
+        answers = [await client.chat.completions.create(model="llama3.2", messages=HI) for _ in range(3)]
+    assert [a.choices[0].message.content for a in answers] == ["Hello world"] * 3
+    assert len([r for r in local.fake.requests if r[1] == "/api/chat"]) == 3
