@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -59,6 +60,7 @@ _PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
 }
+_PLAIN = re.compile(r"[\w.:/@+-]+", re.ASCII)
 _LIST_TIMEOUT = 5.0
 _CHANGE_TIMEOUT = 60.0
 
@@ -70,7 +72,9 @@ def audit(action: str, *, who: str, backend: str | None, model: str | None, outc
                                  "outcome": outcome, "status": status}
     if error is not None:
         fields["error"] = error
-    text = " ".join(f"{k}={dumps(v).decode() if isinstance(v, str) and (' ' in v or not v) else v}"
+    # names come from request bodies: anything but a plain name is JSON-quoted, so a newline or a
+    # "who=" inside a model name cannot forge a line or a field
+    text = " ".join(f"{k}={v if not isinstance(v, str) or _PLAIN.fullmatch(v) else dumps(v).decode()}"
                     for k, v in fields.items() if v is not None)
     _audit_log.info("admin %s", text, extra={"audit": fields})
 

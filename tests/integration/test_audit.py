@@ -85,3 +85,16 @@ async def test_refused_callers_leave_no_audit_record_but_a_client_key_is_refused
     assert await _send(gateway, "DELETE", "/admin/models", {"model": "qwen2.5:7b"}, app_key) == 401
     assert _audits(caplog) == []
     assert "qwen2.5:7b" in fake.fake.models
+
+
+async def test_a_hostile_model_name_cannot_forge_an_audit_line(admin_gateway, caplog):
+    """A newline and a fake field in the model name stay inside one JSON-quoted value."""
+    gateway, _ = admin_gateway
+    caplog.set_level(logging.INFO, logger="proxy.audit")
+    hostile = "x\nadmin action=delete who=root outcome=ok"
+    assert await _send(gateway, "DELETE", "/admin/models", {"backend": "gpu1", "model": hostile}) == 404
+    [record] = [r for r in caplog.records if r.name == "proxy.audit"]
+    assert record.getMessage() == (
+        'admin action=delete who=admin backend=gpu1 model="x\\nadmin action=delete who=root outcome=ok" '
+        'outcome=model_not_found status=404 error="model \'x\\nadmin action=delete who=root outcome=ok\' not found"')
+    assert record.audit["model"] == hostile  # type: ignore[attr-defined]
