@@ -51,8 +51,8 @@ function makePlot(node, spec, times) {
     cursor: { drag: { x: false, y: false } },
     scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(max || 0, spec.unit === "s" ? 0.01 : 1) * 1.1] } },
     axes: [
-      { stroke: "#6b7482", grid: { stroke: "rgba(127,127,127,0.15)" }, size: 30,
-        values: (u, ticks) => ticks.map((t) => new Date(t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })) },
+      { stroke: "#6b7482", grid: { stroke: "rgba(127,127,127,0.15)" }, size: 30, space: 70,
+        values: (u, ticks) => ticks.map((t) => new Date(t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hourCycle: "h23" })) },
       { stroke: "#6b7482", grid: { stroke: "rgba(127,127,127,0.15)" }, size: 48,
         values: (u, ticks) => ticks.map((v) => (spec.unit === "s" ? (v < 1 ? `${Math.round(v * 1000)}ms` : `${v}s`) : `${+v.toFixed(2)}`)) },
     ],

@@ -110,11 +110,12 @@ async def test_dashboard_draws_the_last_hour_and_the_migration_side_by_side(migr
 @pytest.mark.browser
 async def test_dashboard_at_420_px_has_no_overflow(migration):
     """At 420 px the charts fit and nothing outside a scrolling table is wider than the window."""
-    gateway, _, gpu2 = migration
+    gateway, _, _ = migration
     async with playwright_api.async_playwright() as p:
         browser, page, errors = await _open(p, gateway.url, 420)
         try:
-            expect = playwright_api.expect
+            await playwright_api.expect(page.locator('#migration [data-route="chat"]')).to_contain_text(
+                "12 requests in the last hour")
             sizes = await _charts_drawn(page)
             assert all(0 < s["cw"] <= 420 for s in sizes), sizes
             width = await page.evaluate("document.documentElement.scrollWidth")

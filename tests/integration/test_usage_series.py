@@ -11,7 +11,7 @@ import openai
 import pytest
 from prometheus_client import generate_latest
 
-from proxy.keys import ACCOUNTING, METRICS
+from proxy.keys import METRICS
 from tests.fakes.ollama import ok, status
 
 ADMIN = {"Authorization": "Basic " + base64.b64encode(b"admin:s3cret").decode()}
@@ -218,3 +218,14 @@ def test_series_memory_is_bounded_by_the_span():
     snap = series.snapshot()
     assert snap["requests"] == [10] * 60 and snap["times"][0] == 140 * 60.0
     assert series.arms()["r"]["x"]["requests"] == 600
+
+
+@pytest.mark.parametrize(("q", "values", "expected"), [
+    (0.5, [], None), (0.5, [3.0], 3.0), (0.95, [3.0], 3.0), (0.5, [4.0, 1.0, 3.0, 2.0], 2.5),
+    (0.95, [float(v) for v in range(1, 21)], 19.05), (0.0, [2.0, 1.0], 1.0), (1.0, [2.0, 1.0], 2.0),
+])
+def test_percentile_interpolates_between_the_closest_ranks(q, values, expected):
+    """The per-minute TTFT and per-arm latency percentiles, exactly."""
+    from proxy.telemetry.series import percentile
+
+    assert percentile(q, values) == (pytest.approx(expected) if expected is not None else None)
