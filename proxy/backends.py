@@ -14,7 +14,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from policies.balance import choose_backend
 from policies.breaker import CLOSED, BreakerState, allow, record
@@ -145,6 +145,9 @@ class Backends:
                 log.info("backend %s is up", name)
             else:
                 log.warning("backend %s is down: %s", name, health.error)
+        if not health.up and before is not None and not health.installed and before.installed:
+            # down: what it had installed stays listed (the dashboard, /status); nothing runs on it now
+            health = replace(health, installed=before.installed, running=(), loaded=frozenset())
         if name in self.upstreams:
             self.health[name] = health
 

@@ -130,7 +130,6 @@ async def test_dashboard_at_420_px_has_no_overflow(migration):
 
 
 @pytest.mark.browser
-@pytest.mark.xfail(strict=True, reason="Backends.set_health replaces the last good check's installed list with ()")
 async def test_a_down_backend_still_lists_what_it_had_installed(migration):
     """gpu2 goes down: its card says down, its installed models stay listed, and the not-ready reasons show."""
     gateway, _, gpu2 = migration
