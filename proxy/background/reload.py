@@ -19,6 +19,7 @@ from aiohttp import web
 
 from proxy.config import Config, ConfigError, load_config
 from proxy.keys import ACCOUNTING, ADMISSION, BACKENDS, CATALOG, CONFIG, IMAGES, TASKS
+from proxy.telemetry.audit import audit
 from proxy.tls import ServerTLS
 from proxy.upstream.backend import Upstream, close_upstreams, open_upstreams
 
@@ -40,9 +41,12 @@ async def reload_config(app: web.Application, environ: Mapping[str, str]) -> boo
         upstreams = open_upstreams(config.backends)
     except ConfigError as exc:
         log.error("config reload rejected, keeping the running config:\n%s", exc)
+        audit("reload", who="signal", backend=None, model=None, outcome="rejected",
+              error=f"{len(exc.problems)} problem(s) in {path}")
         return False
     except Exception as exc:
         log.error("config reload rejected, keeping the running config: %s", exc)
+        audit("reload", who="signal", backend=None, model=None, outcome="rejected", error=type(exc).__name__)
         return False
     _warn_restart_only(live.current, config)
     backends = app[BACKENDS]
@@ -57,6 +61,7 @@ async def reload_config(app: web.Application, environ: Mapping[str, str]) -> boo
     log.info("config reloaded from %s (%d backends, %d routes)", path, len(config.backends),
              len(config.policy.routes))
     app[TASKS].spawn(_close_when_drained(old), name="reload-drain")
+    audit("reload", who="signal", backend=None, model=None, outcome="ok")
     return True
 
 

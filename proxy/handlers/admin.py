@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
-import re
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -40,6 +38,7 @@ from proxy.errors import InvalidRequestError, NotFoundError, ProxyError, Upstrea
 from proxy.handlers.common import json_response, read_body
 from proxy.jsonio import dumps
 from proxy.keys import ACCOUNTING, BACKENDS, CATALOG, CTX, METRICS, PULLER
+from proxy.telemetry.audit import audit
 from proxy.upstream.backend import Upstream
 
 if TYPE_CHECKING:
@@ -48,7 +47,6 @@ if TYPE_CHECKING:
 __all__ = ["admin_models", "pull_model", "delete_model", "warm_model", "admin_stats", "dashboard",
            "dashboard_asset", "audit", "audited"]
 
-_audit_log = logging.getLogger("proxy.audit")
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -60,23 +58,8 @@ _PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
 }
-_PLAIN = re.compile(r"[\w.:/@+-]+", re.ASCII)
 _LIST_TIMEOUT = 5.0
 _CHANGE_TIMEOUT = 60.0
-
-
-def audit(action: str, *, who: str, backend: str | None, model: str | None, outcome: str,
-          status: int | None = None, error: str | None = None) -> None:
-    """One line on ``proxy.audit`` for an admin action that ended (also for callers such as a reload)."""
-    fields: dict[str, object] = {"action": action, "who": who, "backend": backend, "model": model,
-                                 "outcome": outcome, "status": status}
-    if error is not None:
-        fields["error"] = error
-    # names come from request bodies: anything but a plain name is JSON-quoted, so a newline or a
-    # "who=" inside a model name cannot forge a line or a field
-    text = " ".join(f"{k}={v if not isinstance(v, str) or _PLAIN.fullmatch(v) else dumps(v).decode()}"
-                    for k, v in fields.items() if v is not None)
-    _audit_log.info("admin %s", text, extra={"audit": fields})
 
 
 def _who(request: web.Request) -> str:

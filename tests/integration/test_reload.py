@@ -186,3 +186,18 @@ async def test_reload_without_a_file_is_refused(start_fake, start_gateway):
     async with aiohttp.ClientSession() as http:
         async with http.get(gw.url + "/healthz") as resp:
             assert resp.status == 200
+
+
+async def test_reloads_are_in_the_audit_trail(start_fake, serve_file, caplog):
+    """An adopted reload and a rejected one each leave one proxy.audit record with their outcome."""
+    a, b = await start_fake(), await start_fake()
+    app, url, path = await serve_file(_config("a", a.url, b.url))
+    caplog.set_level(logging.INFO, logger="proxy.audit")
+    path.write_text(yaml.safe_dump(_config("b", a.url, b.url)))
+    assert await reload_config(app, {}) is True
+    path.write_text("routes: [}")
+    assert await reload_config(app, {}) is False
+    records = [r.audit for r in caplog.records if r.name == "proxy.audit"]  # type: ignore[attr-defined]
+    assert [(r["action"], r["who"], r["outcome"]) for r in records] == [("reload", "signal", "ok"),
+                                                                          ("reload", "signal", "rejected")]
+    await _drained(app)
