@@ -15,7 +15,7 @@ import contextlib
 import logging
 import random
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -133,23 +133,6 @@ def create_app(config: Config, *, rng: random.Random | None = None, health_check
     if config.server.cors_origins:  # off: no middleware, no per-response hook on the hot path
         install_cors(app, lambda: live.current.server.cors_origins)
 
-    async def request_log(app: web.Application) -> AsyncIterator[None]:
-        """The request log: buffered, flushes coalesced under load (see RequestLog), flushed at the end."""
-        if not config.logging.requests:
-            yield
-            return
-        # a large buffer: lines leave in one write per coalesced flush, not one per 8 KiB
-        log_file = open(config.logging.file, "ab", buffering=1 << 20) if config.logging.file else None  # noqa: SIM115
-        # stdout's bytes layer when it has one: no decode here and encode again in TextIOWrapper
-        stdout = getattr(sys.stdout, "buffer", sys.stdout)
-        accounting.request_log = request_log = RequestLog(log_file or stdout, fmt=config.logging.format,  # type: ignore[arg-type]
-                                                          include_prompts=config.logging.include_prompts,
-                                                          loop=asyncio.get_running_loop())
-        yield
-        request_log.flush()
-        if log_file is not None:
-            log_file.close()
-
     async def flush_metrics_every_second() -> None:
         """With --workers, a scrape reads every worker's files: keep this worker's tally flushed."""
         while True:
@@ -184,8 +167,36 @@ def create_app(config: Config, *, rng: random.Random | None = None, health_check
             await asyncio.get_running_loop().run_in_executor(None, tracer.shutdown)
 
         app.cleanup_ctx.append(traces)  # first in, last out: after the last request's spans
-    app.cleanup_ctx.append(request_log)  # first in, last out: it outlives the requests it records
+    app.cleanup_ctx.append(_request_log(config, accounting))  # first in, last out: it outlives the requests it records
     app.cleanup_ctx.append(lifecycle)
+    _add_routes(app)
+    return app
+
+
+def _request_log(config: Config, accounting: Accounting) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The request log's lifecycle: buffered, flushes coalesced under load (see RequestLog), flushed at the end."""
+
+    async def request_log(app: web.Application) -> AsyncIterator[None]:
+        if not config.logging.requests:
+            yield
+            return
+        # a large buffer: lines leave in one write per coalesced flush, not one per 8 KiB
+        log_file = open(config.logging.file, "ab", buffering=1 << 20) if config.logging.file else None  # noqa: SIM115
+        # stdout's bytes layer when it has one: no decode here and encode again in TextIOWrapper
+        stdout = getattr(sys.stdout, "buffer", sys.stdout)
+        accounting.request_log = log = RequestLog(log_file or stdout, fmt=config.logging.format,  # type: ignore[arg-type]
+                                                  include_prompts=config.logging.include_prompts,
+                                                  loop=asyncio.get_running_loop())
+        yield
+        log.flush()
+        if log_file is not None:
+            log_file.close()
+
+    return request_log
+
+
+def _add_routes(app: web.Application) -> None:
+    """Every path the gateway serves: the OpenAI door, probes, metrics, admin and dashboard, the other doors."""
     r = app.router
     r.add_post("/v1/chat/completions", chat_completions)
     r.add_post("/v1/completions", completions)
@@ -209,7 +220,6 @@ def create_app(config: Config, *, rng: random.Random | None = None, health_check
     responses.add_routes(app)  # the OpenAI Responses API
     messages.add_routes(r)  # Anthropic's Messages API
     native.add_routes(r)  # Ollama's own API
-    return app
 
 
 def _shadow_metrics(metrics: Metrics):  # type: ignore[no-untyped-def]

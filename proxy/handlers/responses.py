@@ -5,7 +5,7 @@ fallback, auth, limits, metrics and the request log are the same), translated on
 backend is called (every field checked, 400 naming it), image URLs fetched only after a stand-in
 passed validation, then the router's attempts. An Ollama backend gets ``/api/chat`` and its answer
 comes back as a ``response`` object, or streamed as the typed event sequence
-(``proxy.translate.stream.ResponsesStream``). An OpenAI-compatible backend gets the client's body
+(``proxy.translate.responses_stream.ResponsesStream``). An OpenAI-compatible backend gets the client's body
 unchanged but for the model name (``POST {base}/responses``) and its answer is passed back as is.
 
 State: with ``store`` (default true) the response and the items it was generated from are kept
@@ -56,7 +56,7 @@ from proxy.keys import ACCOUNTING, CTX, IMAGES, ROUTER, SHADOWS
 from proxy.relay import ollama_error_line, relay_ollama_stream, relay_openai_stream
 from proxy.responses_store import MemoryResponseStore, ResponseStore, StoredResponse
 from proxy.translate.responses import ResponsesRequest, ollama_chat_to_response, responses_request_to_ollama
-from proxy.translate.stream import ResponsesStream
+from proxy.translate.responses_stream import ResponsesStream
 from proxy.upstream.backend import Upstream
 
 __all__ = ["RESPONSES", "RESPONSES_ENDPOINT", "IGNORED_TOOLS_HEADER", "add_routes", "create_response"]

@@ -1,7 +1,7 @@
 """OpenAI Responses API (``POST /v1/responses``) <-> Ollama ``/api/chat``: the request and the answer.
 
 Pure: plain values in and out; ids, times and the stored conversation are passed in. The stream
-translator is ``proxy.translate.stream.ResponsesStream``; it shares the builders below.
+translator is ``proxy.translate.responses_stream.ResponsesStream``; it shares the builders below.
 
 Public API:
 
@@ -23,7 +23,7 @@ Public API:
   ``proxy.ids.new_id``. ``model`` is the client's model name.
 - ``conversation_items(request, response) -> list``: what to store under the response's id so a
   later ``previous_response_id`` can continue it (prior items, this input, this output).
-- Streaming: ``proxy.translate.stream.ResponsesStream(request=, response_id=, created_at=, model=,
+- Streaming: ``proxy.translate.responses_stream.ResponsesStream(request=, response_id=, created_at=, model=,
   new_id=, now=None)`` with ``feed(obj) -> bytes``, ``fail(exc) -> bytes`` and ``response`` (the
   final response object, for the store); see its docstring.
 

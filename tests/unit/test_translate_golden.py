@@ -10,7 +10,8 @@ import pytest
 
 from proxy.translate.chat import forced_tool_of, ollama_chat_to_openai
 from proxy.translate.responses import ollama_chat_to_response, responses_request_to_ollama
-from proxy.translate.stream import ChatStream, ResponsesStream
+from proxy.translate.responses_stream import ResponsesStream
+from proxy.translate.stream import ChatStream
 from tests.unit.golden import PINNED, run
 
 CASES = sorted((Path(__file__).parent.parent / "fixtures" / "golden").glob("*.json"))

@@ -18,7 +18,7 @@ from proxy.translate.responses import (
     ollama_chat_to_response,
     responses_request_to_ollama,
 )
-from proxy.translate.stream import ResponsesStream
+from proxy.translate.responses_stream import ResponsesStream
 from tests.unit.test_translate_golden import counting_ids, run_case
 
 GOLDEN = Path(__file__).parent.parent / "fixtures" / "golden"
