@@ -23,6 +23,7 @@ from proxy.errors import ProxyError, UpstreamBrokenStreamError, UpstreamStreamEr
 from proxy.jsonio import JSONDecodeError, dumps, loads
 from proxy.context import RequestContext
 from proxy.upstream.backend import UpstreamResponse
+from proxy.translate.fields import token_count
 
 __all__ = ["SSE_HEADERS", "FanOutTranslator", "OpenAIStreamEdit", "StreamTranslator", "ollama_error_line", "ollama_line",
            "relay_fanout_stream", "relay_ollama_stream", "relay_openai_stream"]
@@ -334,8 +335,8 @@ class OpenAIStreamEdit:
             return line
         usage = obj.get("usage")
         if isinstance(usage, dict):
-            self.prompt_tokens = _int(usage.get("prompt_tokens"))
-            self.completion_tokens = _int(usage.get("completion_tokens"))
+            self.prompt_tokens = token_count(usage.get("prompt_tokens"))
+            self.completion_tokens = token_count(usage.get("completion_tokens"))
         if not self.keep_usage and "usage" in obj:
             if usage is not None and not obj.get("choices"):
                 self._dropping = True
@@ -344,10 +345,6 @@ class OpenAIStreamEdit:
         if "model" in obj:
             obj["model"] = self.model
         return b"data: " + dumps(obj)
-
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 async def relay_openai_stream(

@@ -27,6 +27,7 @@ from proxy.errors import ProxyError
 from proxy.jsonio import dumps
 from proxy.relay import ollama_error_line
 from proxy.upstream.backend import Upstream
+from proxy.translate.fields import token_count
 
 __all__ = ["MAX_SHADOWS", "Shadows", "ShadowResult"]
 
@@ -111,9 +112,5 @@ def _usage(answer: object, kind: str) -> tuple[int, int]:
         usage = answer.get("usage")
         if not isinstance(usage, dict):
             return 0, 0
-        return _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
-    return _int(answer.get("prompt_eval_count")), _int(answer.get("eval_count"))
-
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+        return token_count(usage.get("prompt_tokens")), token_count(usage.get("completion_tokens"))
+    return token_count(answer.get("prompt_eval_count")), token_count(answer.get("eval_count"))

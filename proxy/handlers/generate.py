@@ -29,6 +29,7 @@ from proxy.keys import ACCOUNTING, CTX, IMAGES, ROUTER, SHADOWS
 from proxy.translate.completions import prompts_of
 from proxy.relay import OpenAIStreamEdit, ollama_error_line, relay_ollama_stream, relay_openai_stream
 from proxy.upstream.backend import Upstream
+from proxy.translate.fields import token_count
 
 __all__ = ["Call", "chat_completions", "completions", "context_length_error", "include_usage_of",
            "openai_answer_as_client", "silently_truncated", "translate_once", "with_gateway_headers"]
@@ -263,16 +264,12 @@ def openai_answer_as_client(ctx: RequestContext, raw: bytes) -> bytes:
         return raw
     usage = answer.get("usage")
     if isinstance(usage, dict):
-        ctx.prompt_tokens = _tokens(usage.get("prompt_tokens"))
-        ctx.completion_tokens = _tokens(usage.get("completion_tokens"))
+        ctx.prompt_tokens = token_count(usage.get("prompt_tokens"))
+        ctx.completion_tokens = token_count(usage.get("completion_tokens"))
     if "model" not in answer:
         return raw
     answer["model"] = ctx.client_model
     return dumps(answer)
-
-
-def _tokens(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

@@ -55,6 +55,7 @@ from proxy.translate.anthropic import (
     user_of,
 )
 from proxy.upstream.backend import Upstream
+from proxy.translate.fields import token_count
 
 __all__ = ["IGNORED_TOOLS_HEADER", "add_routes", "messages", "count_tokens"]
 
@@ -78,12 +79,8 @@ def _count_usage(ctx: RequestContext, raw: bytes) -> None:
         return
     usage = answer.get("usage") if isinstance(answer, dict) else None
     if isinstance(usage, dict):
-        ctx.prompt_tokens = _tokens(usage.get("input_tokens"))
-        ctx.completion_tokens = _tokens(usage.get("output_tokens"))
-
-
-def _tokens(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+        ctx.prompt_tokens = token_count(usage.get("input_tokens"))
+        ctx.completion_tokens = token_count(usage.get("output_tokens"))
 
 
 def _no_translation(upstream: Upstream) -> UpstreamStatusError:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from proxy.errors import InvalidRequestError
 
 __all__ = [
+    "token_count",
     "ANSWER_NEUTRAL_FIELDS",
     "ANSWER_CHANGING_FIELDS",
     "check_openai_only_fields",
@@ -48,6 +49,12 @@ def _type_name(value: object) -> str:
     if isinstance(value, list):
         return "array"
     return "object"
+
+
+def token_count(value: object) -> int:
+    """A token count from a backend's answer (Ollama's ``eval_count``, a usage field): a non-negative
+    int, anything else 0 (a bool is not a count)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def wrong_type(param: str, expected: str, value: object) -> InvalidRequestError:

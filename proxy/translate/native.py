@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from policies.model import Attempt, Plan, Policy, Route, Target
 from policies.plan import is_glob, resolve_route
-from proxy.translate.fields import wrong_type
+from proxy.translate.fields import token_count, wrong_type
 
 __all__ = ["native_body", "native_attempts", "merge_models", "lowest_version", "final_timings", "with_model_field",
            "native_backends",
@@ -188,8 +188,4 @@ def lowest_version(versions: Sequence[object]) -> str | None:
 def final_timings(final: Mapping[str, object]) -> tuple[dict[str, object], int, int]:
     """An answer's (or a stream's last line's) timings and its prompt and output token counts."""
     timings = {k: v for k, v in final.items() if k not in _ANSWER_KEYS}
-    return timings, _count(final.get("prompt_eval_count")), _count(final.get("eval_count"))
-
-
-def _count(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+    return timings, token_count(final.get("prompt_eval_count")), token_count(final.get("eval_count"))
