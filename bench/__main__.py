@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import shutil
 import signal
@@ -27,10 +28,15 @@ from .arms import REPO, Arm, direct_arm, gateway_arm, litellm_arm, litellm_versi
 from .procs import machine_cpu, own_cpu, register_pid, running, stop_all
 
 FULL = dict(rounds=3, wrk_s=4, warm_s=1, lat_n=1500, lat_cap=3.0, s0_n=20, s20_n=4, stream_cap=3.0,
-            cpu_req_n=3000, cpu_stream_n=400, cpu_cap=6.0, cpu_conc=16, hold_n=1000, hold_timeout=60.0)
+            cpu_req_n=3000, cpu_stream_n=400, cpu_cap=6.0, cpu_conc=16, hold_n=1000, hold_timeout=60.0,
+            many_n=10_000, many_base=100, many_tokens=20, many_timeout=180.0)
 QUICK = dict(rounds=2, wrk_s=2, warm_s=1, lat_n=400, lat_cap=1.5, s0_n=8, s20_n=2, stream_cap=1.5,
-             cpu_req_n=1000, cpu_stream_n=150, cpu_cap=3.0, cpu_conc=16, hold_n=1000, hold_timeout=20.0)
+             cpu_req_n=1000, cpu_stream_n=150, cpu_cap=3.0, cpu_conc=16, hold_n=1000, hold_timeout=20.0,
+             many_n=1_000, many_base=100, many_tokens=20, many_timeout=90.0)
 HOLD_MODE = {"token_delay_ms": 600_000, "first_token_delay_ms": 0}
+# the many-streams cell: tokens 100 ms apart, as a slow model sends them, each stream `many_tokens` long
+MANY_MODE = {"token_delay_ms": 100, "first_token_delay_ms": 0}
+KINDS = {"chat": ("", "chat"), "completions": ("cmpl_", "completions"), "responses": ("resp_", "Responses")}
 
 
 @dataclass
@@ -40,27 +46,46 @@ class Spec:
     proxied_only: bool = False      # the direct arm has no proxy process to measure
     workers_arm: bool = False       # also run the gateway --workers 2 arm
     mode: dict | None = None        # fake Ollama token timing for this measure
+    kind: str = "chat"              # the call: chat, legacy completions or Responses (the gateway's door)
+    # a CPU per stream cell: (concurrency, streams: a count, or a float share of the settings' cpu_stream_n,
+    # warm-up calls; None: one per connection)
+    stream_cpu: tuple[int, int | float, int | None] | None = None
+
+
+def _stream_cpu_specs() -> list[Spec]:
+    """The cost per token must not grow with the answer: 64 and 1,024 tokens, back to back and 10 ms
+    apart (many at once, as the streams of a real model overlap), on each of the three doors."""
+    out = []
+    for kind, (tag, label) in KINDS.items():
+        lab = "" if kind == "chat" else label + " "
+        out += [
+            Spec(f"cpu_{tag}s64_0", f"CPU/stream {lab}64 tok 0 ms", True, mode={"token_delay_ms": 0}, kind=kind,
+                 stream_cpu=(16, 1.0, None)),
+            Spec(f"cpu_{tag}s1k_0", f"CPU/stream {lab}1k tok 0 ms", True, mode={"token_delay_ms": 0, "tokens": 1024},
+                 kind=kind, stream_cpu=(16, 0.25, None)),
+            Spec(f"cpu_{tag}s64_10", f"CPU/stream {lab}64 tok 10 ms", True, mode={"token_delay_ms": 10}, kind=kind,
+                 stream_cpu=(64, 128, 1)),
+            Spec(f"cpu_{tag}s1k_10", f"CPU/stream {lab}1k tok 10 ms", True,
+                 mode={"token_delay_ms": 10, "tokens": 1024}, kind=kind, stream_cpu=(64, 64, 1)),
+        ]
+    return out
 
 
 SPECS = [
     Spec("rps1", "wrk 1 conn"),
     Spec("rps16", "wrk 16 conns", workers_arm=True),
     Spec("rps64", "wrk 64 conns", workers_arm=True),
+    # whole 64-token streams back to back through wrk: streams/s, one worker and two
+    Spec("srps16", "wrk streams 16 conns", workers_arm=True, mode={"token_delay_ms": 0}),
     Spec("lat", "latency, 1 conn"),
     Spec("s0", "streams, 0 ms apart", mode={"token_delay_ms": 0}),
     Spec("s20", "streams, 20 ms apart", mode={"token_delay_ms": 20}),
     Spec("cpu_req", "CPU per request", proxied_only=True),
     # tokens 1 ms apart so every token is its own read and write, as with a real model
-    Spec("cpu_stream", "CPU per stream", proxied_only=True, mode={"token_delay_ms": 1}),
-    # the cost per token must not grow with the answer: 64 and 1,024 tokens, back to back and 10 ms apart
-    Spec("cpu_s64_0", "CPU/stream 64 tok 0 ms", proxied_only=True, mode={"token_delay_ms": 0}),
-    Spec("cpu_s1k_0", "CPU/stream 1k tok 0 ms", proxied_only=True, mode={"token_delay_ms": 0, "tokens": 1024}),
-    Spec("cpu_s64_10", "CPU/stream 64 tok 10 ms", proxied_only=True, mode={"token_delay_ms": 10}),
-    Spec("cpu_s1k_10", "CPU/stream 1k tok 10 ms", proxied_only=True, mode={"token_delay_ms": 10, "tokens": 1024}),
+    Spec("cpu_stream", "CPU per stream", proxied_only=True, mode={"token_delay_ms": 1}, stream_cpu=(16, 1.0, None)),
+    *_stream_cpu_specs(),
 ]
 _DEFAULT_MODE = {"token_delay_ms": 0, "tokens": 64}
-# (concurrency, streams) of the spaced CPU cells: many at once, as streams of a real model overlap
-_SPACED = {"cpu_s64_10": (64, 128), "cpu_s1k_10": (64, 64)}
 
 
 async def set_mode(fake_url: str, mode: dict) -> None:
@@ -75,8 +100,16 @@ async def fake_stats(fake_url: str) -> dict:
             return await r.json()
 
 
-def raise_nofile(want: int = 8192) -> str:
+def raise_nofile(want: int = 65536) -> str:
+    """Raise the open-files limit this process and every arm it starts inherit: 10,000 streams through
+    a proxy hold 20,000 of its descriptors. As root the hard limit goes up too."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < want and os.geteuid() == 0:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+            soft, hard = want, want
+        except (ValueError, OSError):  # above fs.nr_open: keep the hard limit there is
+            pass
     new = hard if hard != resource.RLIM_INFINITY else max(soft, want)
     if soft < new:
         resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
@@ -97,14 +130,15 @@ async def settle(limit: float = 0.1, window: float = 0.2, max_wait: float = 20.0
 
 
 async def measure(spec: Spec, arm: Arm, cfg: dict, tmp: Path, wrk_ok: bool) -> dict:
-    t = arm.target
-    if spec.key.startswith("rps"):
+    t = arm.target.variant(spec.kind)
+    if spec.key.startswith(("rps", "srps")):
         if not wrk_ok:
             raise clients.BenchError("wrk unavailable")
-        conns = int(spec.key[3:])
-        script = tmp / f"wrk-{t.name}.lua"
+        stream = spec.key.startswith("s")
+        conns = int(spec.key.lstrip("srps"))
+        script = tmp / f"wrk-{t.name}{'-stream' if stream else ''}.lua"
         if not script.exists():
-            clients.wrk_script(t, tmp)
+            clients.wrk_script(t, tmp, stream=stream)
         await clients.run_wrk(t, script, conns, cfg["warm_s"], register_pid, allow_empty=True)
         res = await clients.run_wrk(t, script, conns, cfg["wrk_s"], register_pid, allow_empty=True)
         if res["requests"] < 2 * conns:  # a slow arm (LiteLLM): too few answers to count, measure longer
@@ -119,21 +153,55 @@ async def measure(spec: Spec, arm: Arm, cfg: dict, tmp: Path, wrk_ok: bool) -> d
     if spec.key == "cpu_req":
         return await clients.cpu_per_call(t, arm.proc.cpu, stream=False, n=cfg["cpu_req_n"],
                                           concurrency=cfg["cpu_conc"], cap_s=cfg["cpu_cap"])
-    if spec.key in ("cpu_stream", "cpu_s64_0", "cpu_s1k_0"):
-        n = cfg["cpu_stream_n"] if spec.key != "cpu_s1k_0" else max(16, cfg["cpu_stream_n"] // 8)
-        return await clients.cpu_per_call(t, arm.proc.cpu, stream=True, n=n,
-                                          concurrency=cfg["cpu_conc"], cap_s=cfg["cpu_cap"])
-    if spec.key in _SPACED:
-        concurrency, n = _SPACED[spec.key]
+    if spec.stream_cpu is not None:
+        concurrency, n, warm = spec.stream_cpu
+        if isinstance(n, float):
+            n = max(16, int(cfg["cpu_stream_n"] * n))
+        spaced = warm is not None  # the spaced cells take seconds per stream: a longer cap
         return await clients.cpu_per_call(t, arm.proc.cpu, stream=True, n=n, concurrency=concurrency,
-                                          cap_s=cfg["cpu_cap"] * 4, warm=1)
+                                          cap_s=cfg["cpu_cap"] * (4 if spaced else 1), warm=warm)
     raise AssertionError(spec.key)
+
+
+async def many_streams(arm: Arm, fake_url: str, cfg: dict) -> dict:
+    """``many_base`` then ``many_n`` concurrent slow streams through one arm (tokens 100 ms apart, all
+    opened first, then run at once): every token must arrive, and the CPU per token at ``many_n`` is
+    compared with ``many_base``'s."""
+    out = {}
+
+    async def held() -> int:
+        return (await fake_stats(fake_url))["held"]
+
+    async def release() -> None:
+        async with aiohttp.ClientSession() as s:
+            async with s.post(fake_url + "/_bench/release") as r:
+                r.raise_for_status()
+
+    try:
+        for label, n in (("base", cfg["many_base"]), ("many", cfg["many_n"])):
+            await settle()
+            await set_mode(fake_url, {**MANY_MODE, "tokens": cfg["many_tokens"], "hold": True})
+            res = await clients.slow_streams(arm.target, n, cfg["many_tokens"], arm.proc.cpu, arm.proc.rss,
+                                             held, release, cfg["many_timeout"])
+            log(f"  {n:,} slow streams {arm.name:12} {_short(res)}")
+            out[label] = res
+    finally:
+        await set_mode(fake_url, _DEFAULT_MODE)
+    many, base = out["many"], out["base"]
+    return {**{k: many[k] for k in ("streams", "complete", "failed", "unfinished", "held", "peak_open", "open_s", "run_s", "rss_open_mib",
+                                    "rss_peak_mib", "rss_kib_per_stream", "cpu_us_per_token",
+                                    "open_cpu_ms_per_stream")},
+            "base_cpu_us_per_token": base["cpu_us_per_token"], "base_open_cpu_ms_per_stream":
+            base["open_cpu_ms_per_stream"], "base_complete": base["complete"], "base_streams": base["streams"],
+            "errors": many["errors"] or base["errors"]}
 
 
 async def amain(args: argparse.Namespace) -> int:
     cfg = dict(QUICK if args.quick else FULL, quick=args.quick)
     if args.rounds:
         cfg["rounds"] = args.rounds
+    if args.many:
+        cfg["many_n"] = args.many
     started = time.monotonic()
     m0, own0 = machine_cpu(), own_cpu()
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -175,8 +243,9 @@ async def amain(args: argparse.Namespace) -> int:
         for rnd in range(cfg["rounds"]):
             order = main_arms[rnd % len(main_arms):] + main_arms[:rnd % len(main_arms)]
             log(f"round {rnd + 1}/{cfg['rounds']}: order {[a.name for a in order]}")
-            for spec in SPECS:
-                todo = [a for a in order if not (spec.proxied_only and a.proc is None)]
+            for spec in [sp for sp in SPECS if not args.only or sp.key in args.only.split(",")]:
+                todo = [a for a in order if not (spec.proxied_only and a.proc is None)
+                        and not (spec.kind != "chat" and a.name == "litellm")]  # LiteLLM: chat only
                 if spec.workers_arm and w2 is not None and w2.ok:
                     todo.append(w2)
                 if spec.mode is not None:
@@ -236,6 +305,15 @@ async def amain(args: argparse.Namespace) -> int:
                 if left and left > 0:
                     notes.append(f"{a.name}: {left} upstream streams still open at the fake 10 s after its "
                                  "clients disconnected (client disconnects are not propagated upstream)")
+
+        if not args.no_many:
+            for a in [a for a in main_arms if a.proc is not None and a.ok and a.name != "litellm"]:
+                log(f"{cfg['many_n']:,} concurrent slow streams through {a.name}")
+                try:
+                    results["many"][a.name].append(await many_streams(a, fake_url, cfg))
+                except Exception as exc:  # noqa: BLE001
+                    errors[("many", a.name)] = (str(exc) or repr(exc))[:300]
+                    log(f"  many streams {a.name} ERROR {errors[('many', a.name)]}")
 
         gw = arms.get("gateway")
         if gw is not None and gw.ok:
@@ -306,6 +384,10 @@ def main() -> int:
     ap.add_argument("--no-gateway", action="store_true", help="skip the gateway arm")
     ap.add_argument("--no-workers", action="store_true", help="skip the gateway --workers 2 comparison")
     ap.add_argument("--no-hold", action="store_true", help="skip holding 1,000 slow streams")
+    ap.add_argument("--no-many", action="store_true", help="skip the 10,000 concurrent slow streams")
+    ap.add_argument("--many", type=int, help="how many concurrent slow streams (default 10,000, quick 1,000)")
+    ap.add_argument("--only", help="comma-separated measure keys to run (e.g. srps16,cpu_resp_s64_10); "
+                                   "default all")
     ap.add_argument("--rounds", type=int, help="interleaved rounds (default 3, quick 2)")
     ap.add_argument("--out", help="markdown output (default docs/benchmark-results.md; with --quick none); - for none")
     ap.add_argument("--json", help="also write the raw per-round values to this JSON file")

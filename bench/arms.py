@@ -100,11 +100,13 @@ def gateway_config(port: int, fake_port: int, log_file: str) -> str:
     """The gateway's config with its full feature path on (auth, weighted split, metrics, request logs).
 
     Kept in one function so the lead can adjust it to the config checker."""
+    # connection limits above the 10,000 slow streams of the bench's many-streams cell (defaults: 4,096
+    # client connections, 1,024 pooled per backend)
     return f"""\
-server: {{host: 127.0.0.1, port: {port}}}
+server: {{host: 127.0.0.1, port: {port}, max_connections: 24000}}
 backends:
-  - {{name: ollama-a, type: ollama, url: "http://127.0.0.1:{fake_port}"}}
-  - {{name: ollama-b, type: ollama, url: "http://127.0.0.1:{fake_port}"}}
+  - {{name: ollama-a, type: ollama, url: "http://127.0.0.1:{fake_port}", max_connections: 12000}}
+  - {{name: ollama-b, type: ollama, url: "http://127.0.0.1:{fake_port}", max_connections: 12000}}
 routes:
   - name: bench
     models: ["bench-model"]

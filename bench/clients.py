@@ -7,7 +7,7 @@ import os
 import re
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import aiohttp
@@ -15,11 +15,19 @@ import orjson
 
 perf = time.perf_counter
 HAS_CONTENT = re.compile(rb'"content"\s*:\s*"[^"]')
-MESSAGES = [{"role": "user", "content": "Say hello in 64 words."}]
+MESSAGES = [{"role": "user", "content": "Say hello in 64 words."}]  # PROMPT, below, as a chat
 
 
 class BenchError(Exception):
     pass
+
+
+# what the client sends for each kind of call, and the path it goes to: OpenAI's door of the gateway
+# (SSE) or Ollama's native API (NDJSON) of the direct and pass-through arms
+_PATHS = {"chat": ("/v1/chat/completions", "/api/chat"),
+          "completions": ("/v1/completions", "/api/generate"),
+          "responses": ("/v1/responses", "/api/chat")}
+PROMPT = "Say hello in 64 words."
 
 
 @dataclass
@@ -31,16 +39,39 @@ class Target:
     sse: bool                     # OpenAI SSE answers (else Ollama NDJSON)
     headers: dict = field(default_factory=dict)
     model: str = "bench-model"
+    kind: str = "chat"            # chat, completions (legacy) or responses
 
     @property
     def url(self) -> str:
         return self.base + self.path
 
+    def variant(self, kind: str) -> "Target":
+        """The same arm called for another kind: /v1/completions or /v1/responses on the gateway,
+        /api/generate or /api/chat on Ollama's native API."""
+        return replace(self, kind=kind, path=_PATHS[kind][0 if self.sse else 1])
+
     def body(self, stream: bool) -> bytes:
+        if self.kind == "completions":
+            return orjson.dumps({"model": self.model, "prompt": PROMPT, "stream": stream})
+        if self.kind == "responses" and self.sse:
+            return orjson.dumps({"model": self.model, "input": PROMPT, "stream": stream})
         return orjson.dumps({"model": self.model, "messages": MESSAGES, "stream": stream})
 
     def all_headers(self) -> dict:
         return {"Content-Type": "application/json", **self.headers}
+
+    def text_of(self, obj: dict) -> tuple[str | None, bool]:
+        """(the content piece in one streamed event or line, whether it ends the stream)."""
+        if not self.sse:
+            piece = obj.get("response") if self.kind == "completions" else (obj.get("message") or {}).get("content")
+            return piece, obj.get("done") is True
+        if self.kind == "responses":
+            kind = obj.get("type")
+            if kind in ("error", "response.failed"):
+                raise BenchError(f"{self.name}: stream error {str(obj)[:300]}")
+            return (obj.get("delta") if kind == "response.output_text.delta" else None), kind == "response.completed"
+        choice = (obj.get("choices") or [{}])[0]
+        return (choice.get("text") if self.kind == "completions" else (choice.get("delta") or {}).get("content")), False
 
 
 def pct(values: list[float], q: float) -> float:
@@ -67,7 +98,12 @@ async def one_request(s: aiohttp.ClientSession, t: Target, body: bytes, headers:
 
 def content_of(t: Target, raw: bytes) -> str:
     obj = orjson.loads(raw)
-    return obj["choices"][0]["message"]["content"] if t.sse else obj["message"]["content"]
+    if not t.sse:
+        return obj["response"] if t.kind == "completions" else obj["message"]["content"]
+    if t.kind == "responses":
+        return "".join(part["text"] for item in obj["output"] if item["type"] == "message" for part in item["content"])
+    choice = obj["choices"][0]
+    return choice["text"] if t.kind == "completions" else choice["message"]["content"]
 
 
 async def one_stream(s: aiohttp.ClientSession, t: Target, body: bytes, headers: dict) -> tuple[float, float, int]:
@@ -94,16 +130,14 @@ async def one_stream(s: aiohttp.ClientSession, t: Target, body: bytes, headers: 
                     obj = orjson.loads(payload)
                     if "error" in obj:
                         raise BenchError(f"{t.name}: stream error {payload[:300]!r}")
-                    choices = obj.get("choices") or [{}]
-                    text = (choices[0].get("delta") or {}).get("content")
                 else:
                     if not line.strip():
                         continue
                     obj = orjson.loads(line)
                     if "error" in obj:
                         raise BenchError(f"{t.name}: stream error {line[:300]!r}")
-                    text = (obj.get("message") or {}).get("content")
-                    finished = finished or obj.get("done") is True
+                text, last = t.text_of(obj)
+                finished = finished or last
                 if text:
                     pieces += 1
                     if ttft is None:
@@ -237,6 +271,130 @@ async def hold_streams(t: Target, n: int, rss_of, open_timeout: float, ramp: int
     return {"rss_mib": rss / 2**20, "opened": open_at_sample, "wanted": n, "open_s": open_s, "errors": errors}
 
 
+# ---------------------------------------------------------------- many slow streams
+
+_END_MARKERS = (b"data: [DONE]", b'"done":true', b"response.completed")
+
+
+def _dechunk(body: bytes) -> bytes | None:
+    """A chunked HTTP body decoded; None when it is cut short."""
+    out, pos = [], 0
+    while True:
+        eol = body.find(b"\r\n", pos)
+        if eol < 0:
+            return None
+        size = int(body[pos:eol].split(b";", 1)[0] or b"0", 16)
+        if size == 0:
+            return b"".join(out)
+        out.append(body[eol + 2:eol + 2 + size])
+        pos = eol + 2 + size + 2
+        if pos > len(body):
+            return None
+
+
+class _SlowStream(asyncio.Protocol):
+    """One streamed request on a raw connection (``Connection: close``): a client far cheaper than
+    aiohttp's, so that ten thousand of them leave the CPU to the proxy under test."""
+
+    def __init__(self, request: bytes, counter: list[int]) -> None:
+        self.request, self.counter = request, counter
+        self.parts: list[bytes] = []
+        self.done: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        self.counter[0] += 1
+        self.counter[1] = max(self.counter[1], self.counter[0])
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        self.parts.append(data)
+
+    def connection_lost(self, exc) -> None:
+        self.counter[0] -= 1
+        if not self.done.done():
+            self.done.set_result(b"".join(self.parts))
+
+
+def _tokens_in(raw: bytes) -> tuple[int, bool]:
+    """(content pieces, whether the stream ended with its end marker) of one raw HTTP answer."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise BenchError(f"answer {head[:60]!r}")
+    if b"chunked" in head.lower():
+        body = _dechunk(body)
+        if body is None:
+            raise BenchError("chunked body cut short")
+    return len(HAS_CONTENT.findall(body)), any(m in body for m in _END_MARKERS)
+
+
+async def slow_streams(t: Target, n: int, tokens: int, cpu_of, rss_of, held_of, release, timeout: float,
+                       ramp: int = 256) -> dict:
+    """n concurrent streams of ``tokens`` tokens each through one proxy.
+
+    The fake holds every stream before its first token (``held_of()`` counts them) until all n are
+    open, then ``release()`` lets them run at once, tokens spaced as the fake's mode says. Measured:
+    how many completed with every token, the proxy's CPU to open a stream and per token once they
+    run, and its RSS with all of them open and at the peak."""
+    host, port = t.base.split("//", 1)[1].rsplit(":", 1)
+    body = t.body(True)
+    heads = "".join(f"{k}: {v}\r\n" for k, v in t.all_headers().items())
+    request = (f"POST {t.path} HTTP/1.1\r\nHost: {host}:{port}\r\n{heads}Content-Length: {len(body)}\r\n"
+               "Connection: close\r\n\r\n").encode() + body
+    loop = asyncio.get_running_loop()
+    counter = [0, 0]  # open now, most open at once
+    gate = asyncio.Semaphore(ramp)
+    errors: list[str] = []
+    rss0 = rss_of()
+    peak = [rss0]
+    finished = asyncio.Event()
+
+    async def sample() -> None:
+        while not finished.is_set():
+            peak[0] = max(peak[0], rss_of())
+            await asyncio.sleep(0.1)
+
+    async def one() -> tuple[int, bool]:
+        async with gate:  # only the connect is ramped: the streams then wait at the fake, all at once
+            proto = _SlowStream(request, counter)
+            await loop.create_connection(lambda: proto, host, int(port))
+        return _tokens_in(await proto.done)
+
+    sampler = asyncio.ensure_future(sample())
+    c0, t0 = cpu_of(), perf()
+    tasks = [asyncio.ensure_future(one()) for _ in range(n)]
+    held = 0
+    # until every stream waits at the fake (or failed: counted below), at most `timeout` seconds
+    while perf() - t0 < timeout and (held := await held_of()) < n - sum(task.done() for task in tasks):
+        await asyncio.sleep(0.2)
+    c_open, t_open = cpu_of(), perf()
+    rss_open = rss_of()
+    await release()
+    done, pending = await asyncio.wait(tasks, timeout=timeout)
+    c1, t1 = cpu_of(), perf()
+    finished.set()
+    await sampler
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    complete = got = failed = 0
+    for task in done:
+        if task.exception() is not None:
+            failed += 1
+            if len(errors) < 3:
+                errors.append(repr(task.exception())[:200])
+            continue
+        pieces, ended = task.result()
+        got += pieces
+        complete += pieces == tokens and ended
+    return {"streams": n, "complete": complete, "failed": failed, "unfinished": len(pending), "tokens": got,
+            "held": held, "peak_open": counter[1],
+            "open_s": t_open - t0, "run_s": t1 - t_open,
+            "open_cpu_ms_per_stream": (c_open - c0) / max(1, n) * 1e3,
+            "cpu_us_per_token": (c1 - c_open) / max(1, got) * 1e6, "rss_base_mib": rss0 / 2**20,
+            "rss_open_mib": rss_open / 2**20, "rss_peak_mib": peak[0] / 2**20,
+            "rss_kib_per_stream": (rss_open - rss0) / 1024 / max(1, held), "errors": errors}
+
+
 # ---------------------------------------------------------------- wrk
 
 WRK_LUA = """wrk.method = "POST"
@@ -250,10 +408,10 @@ end
 """
 
 
-def wrk_script(t: Target, folder: Path) -> Path:
+def wrk_script(t: Target, folder: Path, stream: bool = False) -> Path:
     heads = "\n".join(f'wrk.headers["{k}"] = [==[{v}]==]' for k, v in t.all_headers().items())
-    path = folder / f"wrk-{t.name}.lua"
-    path.write_text(WRK_LUA.format(body=t.body(False).decode(), headers=heads))
+    path = folder / f"wrk-{t.name}{'-stream' if stream else ''}.lua"
+    path.write_text(WRK_LUA.format(body=t.body(stream).decode(), headers=heads))
     return path
 
 

@@ -3,10 +3,14 @@
 Serves Ollama's native API, just enough for a benchmark:
   POST /api/chat      stream true (default): 64 NDJSON token lines + a final done line, chunked;
                       stream false: one JSON object with Content-Length
+  POST /api/generate  the same with Ollama's generate lines ("response" instead of "message")
   GET  /api/tags, /api/version, /api/ps, POST /api/show, GET|HEAD /
 Benchmark control (not Ollama):
-  POST /_bench/mode   {"token_delay_ms": N, "first_token_delay_ms": M, "tokens": T}  (M defaults to N, T to 64)
-  GET  /_bench/stats  {"requests": n, "active_streams": n, "unknown_paths": {...}}
+  POST /_bench/mode   {"token_delay_ms": N, "first_token_delay_ms": M, "tokens": T, "hold": H}
+                      (M defaults to N, T to 64; H true: streams wait before their first token until
+                      POST /_bench/release, so that many can be opened first and then run all at once)
+  POST /_bench/release  the held streams go on
+  GET  /_bench/stats  {"requests": n, "active_streams": n, "held": n, "unknown_paths": {...}}
 
 Run: python -m bench.fake_ollama --port 11434 [--token-delay-ms 20] [--first-token-delay-ms 0]
 The token delay is slept before every token (the first one waits first_token_delay_ms);
@@ -24,19 +28,24 @@ import orjson
 
 TOKENS = 64
 CREATED = "2024-06-01T12:00:00.000000000Z"
-STATE = {"token_delay": 0.0, "first_delay": 0.0, "tokens": TOKENS, "requests": 0, "active_streams": 0}
+STATE = {"token_delay": 0.0, "first_delay": 0.0, "tokens": TOKENS, "requests": 0, "active_streams": 0, "held": 0}
+HOLD: list[asyncio.Event] = []  # while set to [event]: streams wait for it before their first token
 UNKNOWN: dict[str, int] = {}
 
-_cache: dict[tuple[bytes, bool, int], tuple[bytes, ...]] = {}
+_cache: dict[tuple[bytes, bool, int, bool], tuple[bytes, ...]] = {}
 
 
 def _token(i: int) -> str:
     return ("Hello" if i == 0 else f" w{i}")
 
 
-def _final(model: str, stream: bool, tokens: int) -> dict:
+def _text(text: str, generate: bool) -> dict:
+    return {"response": text} if generate else {"message": {"role": "assistant", "content": text}}
+
+
+def _final(model: str, stream: bool, tokens: int, generate: bool = False) -> dict:
     out = {"model": model, "created_at": CREATED,
-           "message": {"role": "assistant", "content": "".join(_token(i) for i in range(tokens)) if not stream else ""},
+           **_text("".join(_token(i) for i in range(tokens)) if not stream else "", generate),
            "done_reason": "stop", "done": True,
            "total_duration": 1_234_567_890, "load_duration": 12_345_678,
            "prompt_eval_count": 12, "prompt_eval_duration": 23_456_789,
@@ -48,28 +57,28 @@ def _chunk(payload: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(payload), payload)
 
 
-def _responses(model_raw: bytes, stream: bool) -> tuple[bytes, ...]:
+def _responses(model_raw: bytes, stream: bool, generate: bool = False) -> tuple[bytes, ...]:
     """(headers, chunk 1..N, final chunk + terminator) for streams; (whole response,) otherwise.
 
-    N is the mode's ``tokens`` (64 by default)."""
+    N is the mode's ``tokens`` (64 by default); ``generate``: /api/generate's lines."""
     tokens = int(STATE["tokens"])
-    key = (model_raw, stream, tokens)
+    key = (model_raw, stream, tokens, generate)
     got = _cache.get(key)
     if got is not None:
         return got
     model = model_raw.decode("utf-8", "replace")
     if not stream:
-        body = orjson.dumps(_final(model, False, tokens))
+        body = orjson.dumps(_final(model, False, tokens, generate))
         got = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\n"
                b"Content-Length: %d\r\n\r\n%s" % (len(body), body),)
     else:
         head = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n"
         parts = [head]
         for i in range(tokens):
-            line = orjson.dumps({"model": model, "created_at": CREATED,
-                                 "message": {"role": "assistant", "content": _token(i)}, "done": False}) + b"\n"
+            line = orjson.dumps({"model": model, "created_at": CREATED, **_text(_token(i), generate),
+                                 "done": False}) + b"\n"
             parts.append(_chunk(line))
-        parts.append(_chunk(orjson.dumps(_final(model, True, tokens)) + b"\n") + b"0\r\n\r\n")
+        parts.append(_chunk(orjson.dumps(_final(model, True, tokens, generate)) + b"\n") + b"0\r\n\r\n")
         got = tuple(parts)
     if len(_cache) < 64:
         _cache[key] = got
@@ -168,7 +177,7 @@ class Http(asyncio.Protocol):
     def _handle(self, method: str, path: str, body: bytes) -> None:
         STATE["requests"] += 1
         w = self.transport.write
-        if path == "/api/chat" and method == "POST":
+        if path in ("/api/chat", "/api/generate") and method == "POST":
             try:
                 req = orjson.loads(body)
                 model = str(req.get("model", "bench-model")).encode()
@@ -176,10 +185,10 @@ class Http(asyncio.Protocol):
             except (orjson.JSONDecodeError, AttributeError):
                 w(BAD)
                 return
-            parts = _responses(model, stream)
+            parts = _responses(model, stream, path == "/api/generate")
             if not stream:
                 w(parts[0])
-            elif STATE["token_delay"] <= 0 and STATE["first_delay"] <= 0:
+            elif STATE["token_delay"] <= 0 and STATE["first_delay"] <= 0 and not HOLD:
                 w(b"".join(parts))
             else:
                 self.task = asyncio.ensure_future(self._slow_stream(parts))
@@ -198,10 +207,19 @@ class Http(asyncio.Protocol):
             STATE["token_delay"] = float(cfg.get("token_delay_ms", 0)) / 1000
             STATE["first_delay"] = float(cfg.get("first_token_delay_ms", cfg.get("token_delay_ms", 0))) / 1000
             STATE["tokens"] = max(1, int(cfg.get("tokens", TOKENS)))
+            if HOLD:
+                HOLD.pop().set()
+            if cfg.get("hold"):
+                HOLD.append(asyncio.Event())
+            w(_simple(b"200 OK", orjson.dumps({"ok": True})))
+        elif path == "/_bench/release" and method == "POST":
+            if HOLD:
+                HOLD.pop().set()
             w(_simple(b"200 OK", orjson.dumps({"ok": True})))
         elif path == "/_bench/stats":
             w(_simple(b"200 OK", orjson.dumps({"requests": STATE["requests"],
                                                "active_streams": STATE["active_streams"],
+                                               "held": STATE["held"],
                                                "unknown_paths": UNKNOWN})))
         else:
             UNKNOWN[f"{method} {path}"] = UNKNOWN.get(f"{method} {path}", 0) + 1
@@ -212,6 +230,12 @@ class Http(asyncio.Protocol):
         try:
             w = self.transport.write
             w(parts[0])
+            if HOLD:
+                STATE["held"] += 1
+                try:
+                    await HOLD[0].wait()
+                finally:
+                    STATE["held"] -= 1
             delay, first = STATE["token_delay"], STATE["first_delay"]
             tokens = len(parts) - 2
             for i, chunk in enumerate(parts[1:]):

@@ -27,13 +27,21 @@ ROWS = [
     ("stream total, 64 tokens 20 ms apart (ms)", "s20", "total", "ms"),
     ("CPU per non-stream request (ms)", "cpu_req", "cpu_ms", "cpu"),
     ("CPU per 64-token stream (ms)", "cpu_stream", "cpu_ms", "cpu"),
-    ("CPU per stream, 64 tokens back to back (ms)", "cpu_s64_0", "cpu_ms", "cpu"),
-    ("CPU per stream, 1,024 tokens back to back (ms)", "cpu_s1k_0", "cpu_ms", "cpu"),
-    ("CPU per stream, 64 tokens 10 ms apart (ms)", "cpu_s64_10", "cpu_ms", "cpu"),
-    ("CPU per stream, 1,024 tokens 10 ms apart (ms)", "cpu_s1k_10", "cpu_ms", "cpu"),
+    ("streams/s, 64 tokens, 16 conns (wrk)", "srps16", "rps", "rps"),
+    *[(f"CPU per {door} stream, {what} (ms)", f"cpu_{tag}{key}", "cpu_ms", "cpu")
+      for tag, door in (("", "chat"), ("cmpl_", "completions"), ("resp_", "Responses"))
+      for key, what in (("s64_0", "64 tokens back to back"), ("s1k_0", "1,024 tokens back to back"),
+                        ("s64_10", "64 tokens 10 ms apart"), ("s1k_10", "1,024 tokens 10 ms apart"))],
     ("RSS after the run (MiB)", "rss_after", "mib", "mib"),
     ("RSS holding 1,000 streams (MiB)", "hold", "rss_mib", "mib"),
+    ("concurrent slow streams: all tokens arrived", "many", "complete", "count"),
+    ("concurrent slow streams: most open at once", "many", "peak_open", "count"),
+    ("concurrent slow streams: RSS at the peak (MiB)", "many", "rss_peak_mib", "mib"),
+    ("concurrent slow streams: RSS per open stream (KiB)", "many", "rss_kib_per_stream", "dec1"),
+    ("concurrent slow streams: CPU per token (µs)", "many", "cpu_us_per_token", "dec1"),
+    ("the same at 100 streams: CPU per token (µs)", "many", "base_cpu_us_per_token", "dec1"),
 ]
+DOORS = (("", "chat"), ("cmpl_", "completions"), ("resp_", "Responses"))
 
 
 def med(results: dict, measure: str, arm: str, fld: str) -> float | None:
@@ -52,9 +60,9 @@ def value(results: dict, measure: str, arm: str, fld: str, kind: str) -> float |
 def fmt(v: float | None, kind: str) -> str:
     if v is None:
         return "—"
-    if kind == "rps":
+    if kind in ("rps", "count"):
         return f"{v:,.0f}"
-    if kind == "mib":
+    if kind in ("mib", "dec1"):
         return f"{v:.1f}"
     if kind == "added":
         return f"{v:+.3f}"
@@ -130,16 +138,26 @@ def targets(results: dict) -> list[tuple[str, bool | None, str]]:
     add("CPU per 64-token stream <= 1.5x passthrough's", g("cpu_stream", "gateway", "cpu_ms"),
         g("cpu_stream", "passthrough", "cpu_ms"), lambda a, b: a <= 1.5 * b,
         lambda a, b: f"{a:.3f} vs {b:.3f} ms ({a / b:.2f}×)")
-    for key, what in (("cpu_s64_0", "64 tokens back to back"), ("cpu_s1k_0", "1,024 tokens back to back"),
-                      ("cpu_s64_10", "64 tokens 10 ms apart"), ("cpu_s1k_10", "1,024 tokens 10 ms apart")):
-        add(f"CPU per stream, {what}, <= 1.2x passthrough's", g(key, "gateway", "cpu_ms"),
-            g(key, "passthrough", "cpu_ms"), lambda a, b: a <= 1.2 * b,
-            lambda a, b: f"{a:.3f} vs {b:.3f} ms ({a / b:.2f}×)")
+    for tag, door in DOORS:
+        for key, what in (("s64_0", "64 tokens back to back"), ("s1k_0", "1,024 tokens back to back"),
+                          ("s64_10", "64 tokens 10 ms apart"), ("s1k_10", "1,024 tokens 10 ms apart")):
+            add(f"CPU per {door} stream, {what}, <= 1.2x passthrough's", g(f"cpu_{tag}{key}", "gateway", "cpu_ms"),
+                g(f"cpu_{tag}{key}", "passthrough", "cpu_ms"), lambda a, b: a <= 1.2 * b,
+                lambda a, b: f"{a:.3f} vs {b:.3f} ms ({a / b:.2f}×)")
     add("TTFT within 1 ms of direct at 20 ms token spacing", g("s20", "gateway", "ttft"),
         g("s20", "direct", "ttft"), lambda a, b: a - b <= 1.0,
         lambda a, b: f"gateway {a:.3f} ms vs direct {b:.3f} ms ({a - b:+.3f} ms)")
     add("RSS < 60 MiB after the run", g("rss_after", "gateway", "mib"), 60.0, lambda a, b: a < b,
         lambda a, b: f"{a:.1f} MiB")
+    many = (results.get("many", {}).get("gateway") or [{}])[0]
+    add(f"{many.get('streams', 0):,} concurrent slow streams on one worker, all complete with every token",
+        many.get("complete"), many.get("streams"), lambda a, b: a == b,
+        lambda a, b: f"{a:,} of {b:,} complete, {many.get('peak_open', 0):,} open at once")
+    add("RSS < 300 MiB at the peak of the concurrent slow streams", many.get("rss_peak_mib"), 300.0,
+        lambda a, b: a < b, lambda a, b: f"{a:.1f} MiB, {many.get('rss_kib_per_stream', 0):.1f} KiB per open stream")
+    add("CPU per token with the concurrent slow streams <= at 100 streams", many.get("cpu_us_per_token"),
+        many.get("base_cpu_us_per_token"), lambda a, b: a <= b,
+        lambda a, b: f"{a:.1f} vs {b:.1f} µs per token ({a / b:.2f}×)")
     add("RSS < 150 MiB holding 1,000 streams", g("hold", "gateway", "rss_mib"), 150.0,
         lambda a, b: a < b and hold.get("opened") == hold.get("wanted"),
         lambda a, b: f"{a:.1f} MiB with {hold.get('opened')}/{hold.get('wanted')} streams open")
@@ -182,7 +200,7 @@ def render(results: dict, arms: dict, errors: dict, notes: list[str], settings: 
             if v is None and err:
                 n = foot.setdefault(f"{measure}/{a}: {err}", len(foot) + 1)
                 cells.append(f"err [{n}]")
-            elif v is None and (measure.startswith("cpu_") or measure in ("rss_after", "hold")) and a == "direct":
+            elif v is None and (measure.startswith("cpu_") or measure in ("rss_after", "hold", "many")) and a == "direct":
                 cells.append("n/a")
             else:
                 cell = fmt(v, kind)
@@ -215,7 +233,7 @@ def render(results: dict, arms: dict, errors: dict, notes: list[str], settings: 
             out.append(f"skipped: {_oneline(arms['gateway-w2'].skipped)}")
         elif w1 and w2:
             out += ["| connections | 1 worker req/s | 2 workers req/s | 2 ÷ 1 |", "|---|---|---|---|"]
-            for m, c in (("rps16", 16), ("rps64", 64)):
+            for m, c in (("rps16", "16"), ("rps64", "64"), ("srps16", "16, streams/s (64 tokens)")):
                 a, b = med(results, m, "gateway", "rps"), med(results, m, "gateway-w2", "rps")
                 out.append(f"| {c} | {fmt(a, 'rps')} | {fmt(b, 'rps')} | {_ratio_text(b, a)} |")
             out.append("")
