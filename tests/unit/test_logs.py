@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import io
 import logging
@@ -170,3 +171,21 @@ def test_redact_url_strips_userinfo_and_secret_parameters(url: str, expected: st
 def test_redact_url_survives_unparseable_input() -> None:
     """A malformed URL still loses its userinfo and query instead of raising."""
     assert redact_url("http://user:pw@[broken/x?key=1") == "http://[broken/x"
+
+
+async def test_no_scheduled_flush_after_the_last_flush() -> None:
+    # lines close together schedule one coalesced flush; the final flush (at shutdown, before the
+    # file is closed) cancels it, so no timer flushes a closed file afterwards
+    loop = asyncio.get_running_loop()
+    errors: list[dict] = []
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+    stream = io.BytesIO()
+    log = RequestLog(stream, fmt="json", loop=loop)
+    log.write({"path": "/a"})
+    log.write({"path": "/b"})  # within the flush interval: a flush is scheduled
+    log.flush()
+    data = stream.getvalue()
+    stream.close()
+    await asyncio.sleep(0.3)
+    assert errors == []
+    assert data.count(b"\n") == 2
