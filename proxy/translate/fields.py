@@ -155,8 +155,17 @@ def _unsupported(param: str, why: str) -> InvalidRequestError:
                                param=param, code="unsupported_parameter")
 
 
+_OPENAI_ONLY_KEYS = frozenset({
+    "verbosity", "service_tier", "prompt_cache_key", "prompt_cache_retention", "safety_identifier", "user", "store",
+    "metadata", "prediction", "web_search_options", "audio", "logit_bias", "modalities", "functions", "function_call"})
+_SAMPLING_KEYS = frozenset({"max_completion_tokens", "max_tokens", "temperature", "top_p", "frequency_penalty",
+                            "presence_penalty", "seed", "stop"})
+
+
 def check_openai_only_fields(body: Mapping[str, object]) -> None:
     """Check the fields of ``ANSWER_NEUTRAL_FIELDS`` (then ignored) and refuse ``ANSWER_CHANGING_FIELDS``."""
+    if _OPENAI_ONLY_KEYS.isdisjoint(body):  # the usual body: none of them, nothing to check
+        return
     verbosity = opt_str(body, "verbosity")
     if verbosity is not None and verbosity not in _VERBOSITY:
         raise InvalidRequestError(f"Invalid value for 'verbosity': {verbosity!r}. Supported values: 'low', "
@@ -212,6 +221,8 @@ def _stop(body: Mapping[str, object]) -> list[str] | None:
 def sampling_options(body: Mapping[str, object]) -> dict[str, object]:
     """Ollama ``options`` for the OpenAI sampling fields the client actually sent."""
     options: dict[str, object] = {}
+    if _SAMPLING_KEYS.isdisjoint(body):
+        return options
     max_tokens = opt_int(body, "max_completion_tokens", 1, MAX_TOKENS_LIMIT)
     if max_tokens is None:
         max_tokens = opt_int(body, "max_tokens", 1, MAX_TOKENS_LIMIT)
