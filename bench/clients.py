@@ -329,7 +329,7 @@ def _tokens_in(raw: bytes) -> tuple[int, bool]:
 
 async def slow_streams(t: Target, n: int, tokens: int, cpu_of, rss_of, held_of, release, timeout: float,
                        ramp: int = 256) -> dict:
-    """n concurrent streams of ``tokens`` tokens each through one proxy.
+    """n concurrent streams of ``tokens`` tokens each through one proxy, opened ``ramp`` at a time.
 
     The fake holds every stream before its first token (``held_of()`` counts them) until all n are
     open, then ``release()`` lets them run at once, tokens spaced as the fake's mode says. Measured:
@@ -342,7 +342,6 @@ async def slow_streams(t: Target, n: int, tokens: int, cpu_of, rss_of, held_of, 
                "Connection: close\r\n\r\n").encode() + body
     loop = asyncio.get_running_loop()
     counter = [0, 0]  # open now, most open at once
-    gate = asyncio.Semaphore(ramp)
     errors: list[str] = []
     rss0 = rss_of()
     peak = [rss0]
@@ -354,18 +353,25 @@ async def slow_streams(t: Target, n: int, tokens: int, cpu_of, rss_of, held_of, 
             await asyncio.sleep(0.1)
 
     async def one() -> tuple[int, bool]:
-        async with gate:  # only the connect is ramped: the streams then wait at the fake, all at once
-            proto = _SlowStream(request, counter)
-            await loop.create_connection(lambda: proto, host, int(port))
+        proto = _SlowStream(request, counter)
+        await loop.create_connection(lambda: proto, host, int(port))
         return _tokens_in(await proto.done)
 
     sampler = asyncio.ensure_future(sample())
     c0, t0 = cpu_of(), perf()
-    tasks = [asyncio.ensure_future(one()) for _ in range(n)]
+    tasks: list[asyncio.Future] = []
     held = 0
-    # until every stream waits at the fake (or failed: counted below), at most `timeout` seconds
-    while perf() - t0 < timeout and (held := await held_of()) < n - sum(task.done() for task in tasks):
-        await asyncio.sleep(0.2)
+    # opened `ramp` at a time, the next ones once all but one batch wait at the fake: connections the
+    # proxy has not accepted yet stay well inside its listen backlog; then until every stream waits
+    # there (or failed: counted below), at most `timeout` seconds
+    while perf() - t0 < timeout:
+        held = await held_of()
+        failed_yet = sum(task.done() for task in tasks)
+        if len(tasks) < n and held + failed_yet >= len(tasks) - ramp:
+            tasks += [asyncio.ensure_future(one()) for _ in range(min(ramp, n - len(tasks)))]
+        elif len(tasks) == n and held + failed_yet >= n:
+            break
+        await asyncio.sleep(0.05)
     c_open, t_open = cpu_of(), perf()
     rss_open = rss_of()
     await release()

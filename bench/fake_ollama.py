@@ -229,11 +229,15 @@ class Http(asyncio.Protocol):
         STATE["active_streams"] += 1
         try:
             w = self.transport.write
-            w(parts[0])
-            if HOLD:
+            held = HOLD[0] if HOLD else None
+            if held is None:
+                w(parts[0])
+            else:  # a held stream closes its connection at the end: thousands of proxies' pooled
+                # connections would otherwise stay open (and hold ephemeral ports) after the cell
+                w(parts[0].replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1))
                 STATE["held"] += 1
                 try:
-                    await HOLD[0].wait()
+                    await held.wait()
                 finally:
                     STATE["held"] -= 1
             delay, first = STATE["token_delay"], STATE["first_delay"]
@@ -246,6 +250,9 @@ class Http(asyncio.Protocol):
                 if self.transport.is_closing():
                     return
                 w(chunk)
+            if held is not None:
+                self.closed = True
+                self.transport.close()
         finally:
             STATE["active_streams"] -= 1
             self.task = None

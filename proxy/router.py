@@ -116,8 +116,9 @@ class Router:
                         continue
                     if not should_fall_back(exc.outcome, route.fallback_on):
                         raise
-                    log.info("request %s: backend %s failed (%s), falling back", ctx.request_id, upstream.name,
-                             exc.outcome.value)
+                    log.info("request %s: backend %s failed (%s), %s", ctx.request_id, upstream.name,
+                             exc.outcome.value,
+                             "falling back" if attempt is not ctx.plan.attempts[-1] else "no fallback left")
                     abandoned.append((upstream.name, exc.outcome.value))
                     break
                 except asyncio.CancelledError:

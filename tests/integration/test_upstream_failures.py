@@ -103,3 +103,15 @@ async def test_a_client_gone_while_an_error_body_arrives_gets_no_fallback(start_
             break
         await asyncio.sleep(0.02)
     assert primary.fake.disconnects == 1
+
+
+async def test_the_log_says_falling_back_only_when_an_attempt_follows(start_gateway, caplog) -> None:
+    """A route whose only target is unreachable: the 502 is logged as "no fallback left", not as a
+    fallback that never happens."""
+    dead = "http://127.0.0.1:9"  # discard port: nothing listens on loopback
+    gw = await start_gateway(routed([backend("dead", dead)], {"targets": [{"backend": "dead"}]}))
+    with caplog.at_level("INFO", logger="proxy.router"):
+        code, _ = await post(gw.url, CHAT)
+    assert code == 502
+    messages = [r.getMessage() for r in caplog.records if r.name == "proxy.router"]
+    assert len(messages) == 1 and messages[0].endswith("backend dead failed (connect), no fallback left")
