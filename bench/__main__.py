@@ -211,6 +211,12 @@ async def amain(args: argparse.Namespace) -> int:
     errors: dict = {}
     try:
         log(raise_nofile() + f"; scratch dir {tmp}")
+        fd_cap = (resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 200) // 2  # a proxy: 2 descriptors a stream
+        if cfg["many_n"] > fd_cap:
+            notes.append(f"concurrent slow streams: {cfg['many_n']:,} asked, {fd_cap:,} run: the open-files limit "
+                         f"here is {resource.getrlimit(resource.RLIMIT_NOFILE)[0]:,} and cannot be raised (no "
+                         "CAP_SYS_RESOURCE), and a proxy holds two descriptors per stream (client and backend)")
+            cfg["many_n"] = fd_cap
         wrk_why = clients.wrk_available()
         if wrk_why:
             log(f"throughput figures skipped: {wrk_why}")
