@@ -56,6 +56,9 @@ class _EventStream(web.StreamResponse):
 
 
 async def _commit(request: web.Request, ctx: RequestContext, headers: Mapping[str, str]) -> web.StreamResponse:
+    # aiohttp's idle-connection timer, armed when the connection opened, does nothing while a request
+    # runs: cancelled here, it is not held for the whole stream (aiohttp arms it again after the answer)
+    request.protocol.keep_alive(True)
     response = _EventStream(status=200, headers={**SSE_HEADERS, **headers})
     await response.prepare(request)
     ctx.committed = True

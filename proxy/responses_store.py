@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from proxy.jsonio import dumps, loads
+from proxy.jsonio import dumps_kept, loads
 
 __all__ = ["StoredResponse", "ResponseStore", "MemoryResponseStore"]
 
@@ -86,7 +86,7 @@ class MemoryResponseStore:
         return StoredResponse(response=raw["response"], input_items=raw["input_items"])
 
     async def put(self, owner: str, response_id: str, entry: StoredResponse) -> None:
-        blob = dumps({"response": entry.response, "input_items": entry.input_items})
+        blob = dumps_kept({"response": entry.response, "input_items": entry.input_items})
         key = (owner, response_id)
         self._drop(key)
         if len(blob) > self.max_bytes:

@@ -24,7 +24,7 @@ from proxy.background.tasks import Tasks
 from proxy.context import RequestContext
 from proxy.endpoints import Endpoint
 from proxy.errors import ProxyError
-from proxy.jsonio import dumps
+from proxy.jsonio import dumps_kept
 from proxy.relay import ollama_error_line
 from proxy.upstream.backend import Upstream
 from proxy.translate.fields import token_count
@@ -67,9 +67,9 @@ class Shadows:
             return
         if upstream.kind == "openai":
             copy = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
-            payload, path = dumps({**copy, "model": attempt.model, "stream": False}), endpoint.openai_path
+            payload, path = dumps_kept({**copy, "model": attempt.model, "stream": False}), endpoint.openai_path
         else:
-            payload, path = dumps({**native, "model": attempt.model, "stream": False}), endpoint.ollama_path
+            payload, path = dumps_kept({**native, "model": attempt.model, "stream": False}), endpoint.ollama_path
         self.tasks.spawn(self._shadow(plan.route.name, ctx.request_id, upstream, path, payload, attempt),
                          name=_TASK_NAME)
 

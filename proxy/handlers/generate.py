@@ -24,7 +24,7 @@ from proxy.handlers.fanout import complete_prompts
 from proxy.handlers.common import begin, created_now, json_answer, json_response, read_body, response_headers
 from proxy.ids import new_id
 from proxy.imagefetch import ImageFetcher, ImageFetchError
-from proxy.jsonio import JSONDecodeError, dumps, loads
+from proxy.jsonio import JSONDecodeError, dumps, dumps_kept, loads
 from proxy.keys import ACCOUNTING, CTX, IMAGES, ROUTER, SHADOWS
 from proxy.translate.completions import prompts_of
 from proxy.relay import OpenAIStreamEdit, ollama_error_line, relay_ollama_stream, relay_openai_stream
@@ -85,7 +85,7 @@ async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamRespo
         if payload is None:
             # truncate: false makes Ollama refuse a prompt longer than its context instead of dropping
             # its start silently (Ollama versions without it ignore the field)
-            payload = payloads[attempt.model] = dumps({**native, "model": attempt.model, "truncate": False})
+            payload = payloads[attempt.model] = dumps_kept({**native, "model": attempt.model, "truncate": False})
         t0 = time.perf_counter()
         if ctx.stream:
             resp = await upstream.send("POST", endpoint.ollama_path, payload, model=attempt.model)
@@ -232,7 +232,7 @@ async def _call_openai(request: web.Request, ctx: RequestContext, body: Mapping[
     if ctx.stream:
         options = body.get("stream_options")
         sent["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
-    payload = dumps(sent)
+    payload = dumps_kept(sent)
     t0 = time.perf_counter()
     if ctx.stream:
         resp = await upstream.send("POST", endpoint.openai_path, payload, model=attempt.model)

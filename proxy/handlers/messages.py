@@ -43,7 +43,7 @@ from proxy.handlers.common import (
 )
 from proxy.handlers.generate import with_gateway_headers
 from proxy.ids import new_id
-from proxy.jsonio import JSONDecodeError, dumps, loads
+from proxy.jsonio import JSONDecodeError, dumps, dumps_kept, loads
 from proxy.keys import ACCOUNTING, CTX, ROUTER
 from proxy.relay import ollama_error_line, relay_ollama_stream, relay_openai_stream
 from proxy.translate.anthropic import (
@@ -123,7 +123,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
             sent = {**native, "model": model}
             if not think:
                 sent.pop("think", None)
-            payloads[key] = dumps(sent)
+            payloads[key] = dumps_kept(sent)
         return payloads[key]
 
     async def call(attempt: Attempt, upstream: Upstream) -> web.StreamResponse:
@@ -176,7 +176,7 @@ async def _call_anthropic(request: web.Request, ctx: RequestContext, body: dict[
                           attempt: Attempt, upstream: Upstream) -> web.StreamResponse:
     """The client's body with the attempt's model, to an Anthropic-compatible cloud; its answer as is."""
     # the Ollama extensions (options, keep_alive) mean nothing to Anthropic, which refuses unknown fields
-    payload = dumps({**{k: v for k, v in body.items() if k not in _OLLAMA_EXTENSIONS}, "model": attempt.model})
+    payload = dumps_kept({**{k: v for k, v in body.items() if k not in _OLLAMA_EXTENSIONS}, "model": attempt.model})
     path = _cloud_path(request)
     t0 = time.perf_counter()
     if ctx.stream:

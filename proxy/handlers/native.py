@@ -31,7 +31,7 @@ from proxy.handlers.common import begin, json_answer, json_response, read_body, 
 from proxy.handlers.native_admin import add_admin_routes
 from proxy.handlers.native_lists import add_list_routes
 from proxy.handlers.native_stream import relay_ndjson
-from proxy.jsonio import dumps
+from proxy.jsonio import dumps, dumps_kept
 from proxy.keys import ACCOUNTING, CTX, ROUTER
 from proxy.relay import ollama_error_line
 from proxy.translate.native import NATIVE_KIND, final_timings, native_attempts, native_body, with_model_field
@@ -86,7 +86,7 @@ async def _native_call(request: web.Request) -> web.StreamResponse:
             raise InvalidRequestError(f"Backend {upstream.name} is not an Ollama backend.", code="native_unsupported")
         payload = payloads.get(attempt.model)
         if payload is None:
-            payload = payloads[attempt.model] = dumps({**body, "model": attempt.model})
+            payload = payloads[attempt.model] = dumps_kept({**body, "model": attempt.model})
         t0 = time.perf_counter()
         if ctx.stream:
             resp = await upstream.send("POST", path, payload, model=attempt.model)

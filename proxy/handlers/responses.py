@@ -51,7 +51,7 @@ from proxy.handlers.responses_stored import (
 )
 from proxy.ids import new_id
 from proxy.imagefetch import ImageFetcher, ImageFetchError
-from proxy.jsonio import JSONDecodeError, dumps, loads
+from proxy.jsonio import JSONDecodeError, dumps, dumps_kept, loads
 from proxy.keys import ACCOUNTING, CTX, IMAGES, ROUTER, SHADOWS
 from proxy.relay import ollama_error_line, relay_ollama_stream, relay_openai_stream
 from proxy.responses_store import MemoryResponseStore, ResponseStore, StoredResponse
@@ -153,7 +153,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
             raise not_found(previous_id, "previous_response_id")  # not ours, and this backend has no state
         payload = payloads.get(attempt.model)
         if payload is None:
-            payload = payloads[attempt.model] = dumps({**translated.native, "model": attempt.model})
+            payload = payloads[attempt.model] = dumps_kept({**translated.native, "model": attempt.model})
         t0 = time.perf_counter()
         if ctx.stream:
             resp = await upstream.send("POST", "/api/chat", payload, model=attempt.model)
@@ -258,7 +258,7 @@ async def _fetch_images(fetcher: ImageFetcher, body: dict[str, object], remote: 
 
 async def _call_openai(request: web.Request, ctx: RequestContext, body: Mapping[str, object], attempt: Attempt,
                        upstream: Upstream, headers: Mapping[str, str]) -> web.StreamResponse:
-    payload = dumps({**body, "model": attempt.model})
+    payload = dumps_kept({**body, "model": attempt.model})
     t0 = time.perf_counter()
     if ctx.stream:
         resp = await upstream.send("POST", RESPONSES_ENDPOINT.openai_path, payload, model=attempt.model)

@@ -80,7 +80,7 @@ class _Connection(asyncio.Protocol):
     def _reset(self) -> None:
         self.status = 0
         self.headers: dict[str, str] = {}
-        self.body: deque[bytes] = deque()
+        self.body: list[bytes] = []  # chunks not read yet, taken all at once (an empty deque is 760 B)
         self.buffered = 0
         self.complete = False
         self.framed = False  # Content-Length or chunked: the end is known without EOF
@@ -230,7 +230,7 @@ class Response:
         while True:
             body = conn.body
             if body:
-                data = body.popleft() if len(body) == 1 else b"".join(body)
+                data = body[0] if len(body) == 1 else b"".join(body)
                 body.clear()
                 conn.buffered = 0
                 if conn.paused:
