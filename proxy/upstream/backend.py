@@ -134,19 +134,31 @@ class UpstreamResponse:
                 yield line
 
     async def line_batches(self) -> AsyncIterator[list[bytes]]:
-        """The complete non-empty NDJSON lines of each chunk as it arrives (deadlines as ``lines``).
+        """The complete non-empty NDJSON lines of each chunk as it arrives (deadlines as ``chunks``).
 
         One Ollama line usually is one chunk; lines that arrived together come together, so a relay
-        can send what they translate to in one write.
+        can send what they translate to in one write. (``chunks``' loop, not a layer over it: one
+        async generator less per token.)
         """
+        resp = self._resp
+        clock = asyncio.get_running_loop().time
+        idle = self._idle
         rest = b""
-        async for chunk in self.chunks():
-            if rest:
-                chunk = rest + chunk
-            *complete, rest = chunk.split(b"\n")
-            batch = [line for line in complete if line]
-            if batch:
-                yield batch
+        try:
+            while chunk := await resp.chunk():
+                if rest:
+                    chunk = rest + chunk
+                *complete, rest = chunk.split(b"\n")
+                batch = [line for line in complete if line]
+                if batch:
+                    yield batch
+                resp.watch(clock() + idle)
+        except GeneratorExit:
+            self.close()
+            raise
+        except BaseException as exc:
+            raise self._failed(exc) from None
+        self._done = True  # the last chunk() released the connection
         if rest.strip():
             yield [rest]
 
@@ -168,9 +180,13 @@ class UpstreamResponse:
             self.close()
             raise
         except BaseException as exc:
-            self.close()
-            raise _translate(exc, self._backend, in_body=True) from None
+            raise self._failed(exc) from None
         self._done = True  # the last chunk() released the connection
+
+    def _failed(self, exc: BaseException) -> BaseException:
+        """The ProxyError for a read that failed; the connection is dropped."""
+        self.close()
+        return _translate(exc, self._backend, in_body=True)
 
     def close(self) -> None:
         if not self._done:
