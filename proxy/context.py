@@ -1,13 +1,14 @@
 """The state of one request: ``RequestContext``, created by the middleware, read by everyone after.
 
 The handler plans it (route, attempts), the router records the attempts made, the relay marks the
-first byte (``committed``, ``ttft``), and accounting reads it at the end for metrics and the request
-log. It holds plain values only: no framework object, no owner.
+first byte (``commit``, ``ttft``), and accounting reads it at the end for metrics and the request
+log. It holds plain values only (and the handler's ``release`` callback): no framework object, no owner.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from policies.model import Plan
@@ -44,6 +45,16 @@ class RequestContext:
     timings: dict[str, object] | None = None  # Ollama's final-chunk durations (ns)
     prompt_text: str | None = None
     answer_text: str | None = None
+    # lets go of what only another attempt would need (the body, its translation, the serialised
+    # payloads): called once, when the answer commits; a stream then holds none of it for its duration
+    release: Callable[[], None] | None = None
+
+    def commit(self) -> None:
+        """The first byte goes to the client: no fallback from here on."""
+        self.committed = True
+        if self.release is not None:
+            release, self.release = self.release, None
+            release()
 
     @property
     def route(self) -> str:

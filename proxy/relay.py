@@ -61,7 +61,7 @@ async def _commit(request: web.Request, ctx: RequestContext, headers: Mapping[st
     request.protocol.keep_alive(True)
     response = _EventStream(status=200, headers={**SSE_HEADERS, **headers})
     await response.prepare(request)
-    ctx.committed = True
+    ctx.commit()
     return response
 
 

@@ -49,16 +49,21 @@ _DECODED = frozenset({"gzip", "deflate", "br", "zstd"})
 _COMPRESSED_CHUNK = 1 << 20  # a compressed body is decoded and counted this much at a time
 
 
-async def _read_decoded(request: web.Request, limit: int) -> bytes:
-    """A compressed body, decoded a chunk at a time and refused as soon as it passes ``limit``:
-    a compression bomb costs about ``limit`` bytes, not its decoded size."""
+async def _read_capped(request: web.Request, limit: int, *, decoded: bool) -> bytes:
+    """The body, read a chunk at a time and refused as soon as it passes ``limit``.
+
+    Not ``request.read()``, which keeps the bytes on the request for as long as it lives (a stream's
+    whole duration) after they were parsed. ``decoded``: a compressed body, decoded as it is read,
+    so a compression bomb costs about ``limit`` bytes, not its decoded size."""
     content = request.content
-    content.set_read_chunk_size(_COMPRESSED_CHUNK)
+    if decoded:
+        content.set_read_chunk_size(_COMPRESSED_CHUNK)
     body = bytearray()
     while chunk := await content.readany():
         body += chunk
         if len(body) > limit:
-            raise PayloadTooLargeError(f"Request body is larger than the limit of {limit} bytes once decompressed.")
+            raise PayloadTooLargeError(f"Request body is larger than the limit of {limit} bytes"
+                                       + (" once decompressed." if decoded else "."))
     return bytes(body)
 
 
@@ -75,15 +80,13 @@ async def read_body(request: web.Request, server: ServerConfig) -> dict[str, obj
     if encoding not in ("", "identity") and encoding not in _DECODED:
         raise InvalidRequestError(f"Unsupported Content-Encoding {encoding!r}: send gzip, deflate, zstd or none.",
                                   code="unsupported_content_encoding", status=415)
-    read = request.read if encoding in ("", "identity") else lambda: _read_decoded(request, limit)
+    decoded = encoding not in ("", "identity")
     try:
         if request.content.is_eof():  # the whole body already arrived with the headers: no timer needed
-            raw = await read()
+            raw = await _read_capped(request, limit, decoded=decoded)
         else:
             async with asyncio.timeout(server.body_timeout):
-                raw = await read()
-    except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLargeError(f"Request body is larger than the limit of {limit} bytes.") from None
+                raw = await _read_capped(request, limit, decoded=decoded)
     except web.RequestPayloadError:  # e.g. Content-Encoding: gzip over bytes that are not gzip
         raise InvalidRequestError("The request body could not be decoded.", code="invalid_body") from None
     except TimeoutError:

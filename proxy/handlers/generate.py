@@ -73,6 +73,12 @@ async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamRespo
 
     prompts = prompts_of(body) if endpoint is COMPLETION else []
 
+    def release() -> None:  # the answer committed: no other attempt will need the body or its copies
+        nonlocal body, native, originals, payloads, prompts
+        body, native, originals, payloads, prompts = {}, {}, [], {}, []
+
+    ctx.release = release
+
     async def call(attempt: Attempt, upstream: Upstream) -> web.StreamResponse:
         if upstream.kind == "openai":
             return await _call_openai(request, ctx, body, attempt, upstream, endpoint)
@@ -89,6 +95,7 @@ async def _generate(request: web.Request, endpoint: Endpoint) -> web.StreamRespo
         t0 = time.perf_counter()
         if ctx.stream:
             resp = await upstream.send("POST", endpoint.ollama_path, payload, model=attempt.model)
+            del payload  # sent; a retry takes it from `payloads` (which the commit empties)
             ctx.upstream_wait += time.perf_counter() - t0
             include_usage = include_usage_of(body)
             translator = endpoint.stream(completion_id=completion_id, created=created,  # type: ignore[misc]

@@ -143,7 +143,7 @@ async def native_pull(request: web.Request) -> web.StreamResponse:
                 if response is None:
                     response = web.StreamResponse(headers={**NDJSON_HEADERS, **response_headers(ctx)})
                     await response.prepare(request)
-                    ctx.committed = True
+                    ctx.commit()
                 await response.write(dumps(line) + b"\n")
     except ConnectionError:  # the client left; the pull carries on in the background
         ctx.outcome = "client_disconnect"

@@ -83,7 +83,7 @@ async def relay_ndjson(request: web.Request, ctx: RequestContext, upstream: Upst
             if response is None:
                 response = _LineStream(status=200, headers={**NDJSON_HEADERS, **headers})
                 await response.prepare(request)
-                ctx.committed = True
+                ctx.commit()
                 ctx.ttft = clock() - ctx.started
             await response.write(line + b"\n")
             if until_done and obj.get("done") is True:
