@@ -67,6 +67,7 @@ class ResponsesStream:
         self._parts: list[str] = []
         self._logprobs: list[object] = []
         self._text_head = b""
+        self._delta_head = b""  # the frame of a text delta up to its "delta" value, once a message is open
         self._calls = 0
         self._forced = request.forced.reader() if request.forced is not None else None
 
@@ -116,6 +117,7 @@ class ResponsesStream:
         index = len(self._output) - 1
         self._text_head = dumps({"type": "response.output_text.delta", "item_id": item_id, "output_index": index,
                                  "content_index": 0})[:-1]
+        self._delta_head = b"event: response.output_text.delta\ndata: " + self._text_head + b',"delta":'
         return out + self._emit("response.content_part.added", item_id=item_id, output_index=index, content_index=0,
                                 part={"type": "output_text", "text": "", "annotations": [], "logprobs": []})
 
@@ -226,8 +228,19 @@ class ResponsesStream:
         return out
 
     def feed(self, obj: Mapping[str, object]) -> bytes:
-        out = b"" if self._started else self._start()
         message = obj.get("message")
+        if (self._open == "message" and len(obj) <= 4 and isinstance(message, dict) and len(message) == 2
+                and self._forced is None and not self.request.logprobs and not obj.get("done")):
+            content = message.get("content")
+            if content and isinstance(content, str):  # the common token line: {"role", "content"} only
+                self._parts.append(content)
+                if self.keep_text:
+                    self.text_parts.append(content)
+                seq = self._seq
+                self._seq = seq + 1
+                return (self._delta_head + dumps(content) + b',"logprobs":[],"sequence_number":' + str(seq).encode()
+                        + b"}\n\n")
+        out = b"" if self._started else self._start()
         done = bool(obj.get("done"))
         if isinstance(message, Mapping):
             thinking = message.get("thinking")

@@ -320,6 +320,23 @@ def test_text_streams_token_by_token_without_buffering():
     assert [(e.type, e.delta) for e in second] == [("response.output_text.delta", "B")]
 
 
+@pytest.mark.parametrize("text", ["B", "naïve \"quoted\"\n", "\u2028 emoji \U0001F600"])
+def test_a_plain_token_line_gives_the_same_bytes_as_any_other_token_line(text):
+    """The common token line ({"role", "content"} only, four keys at most) takes a short path; its
+    bytes are those of the general path (here reached with a fifth, unknown key)."""
+    fast = ResponsesStream(request=translate({}), **PIN, new_id=counting_ids())
+    general = ResponsesStream(request=translate({}), **PIN, new_id=counting_ids())
+    first = {"model": "m", "created_at": "t", "message": {"role": "assistant", "content": "A"}, "done": False}
+    assert fast.feed(first) == general.feed(first)
+    line = {"model": "m", "created_at": "t", "message": {"role": "assistant", "content": text}, "done": False}
+    out = fast.feed(line)
+    assert out == general.feed({**line, "extra": 1})
+    assert [(e.type, e.delta, e.sequence_number) for e in events_of(out)] == [
+        ("response.output_text.delta", text, 5)]
+    final = {"model": "m", "message": {"role": "assistant", "content": ""}, "done": True, "done_reason": "stop"}
+    assert fast.feed(final) == general.feed(final)
+
+
 def test_relay_attributes_follow_the_stream():
     """has_output turns true with the first output; final, usage, text_parts and response come at the end."""
     stream = ResponsesStream(request=translate({}), **PIN, new_id=counting_ids())
