@@ -314,7 +314,14 @@ async def amain(args: argparse.Namespace) -> int:
 
         if not args.no_many:
             for a in [a for a in main_arms if a.proc is not None and a.ok and a.name != "litellm"]:
-                log(f"{cfg['many_n']:,} concurrent slow streams through {a.name}")
+                # a fresh process: its RSS then does not carry the heap the earlier cells left behind
+                a.proc.stop()
+                fresh = await (gateway_arm(fake_port, tmp) if a.name == "gateway" else passthrough_arm(fake_port, tmp))
+                if not fresh.ok or fresh.proc is None:
+                    errors[("many", a.name)] = f"could not restart: {fresh.skipped}"
+                    continue
+                a.proc, a.target = fresh.proc, fresh.target
+                log(f"{cfg['many_n']:,} concurrent slow streams through a fresh {a.name}")
                 try:
                     results["many"][a.name].append(await many_streams(a, fake_url, cfg))
                 except Exception as exc:  # noqa: BLE001

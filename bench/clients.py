@@ -54,7 +54,9 @@ class Target:
         if self.kind == "completions":
             return orjson.dumps({"model": self.model, "prompt": PROMPT, "stream": stream})
         if self.kind == "responses" and self.sse:
-            return orjson.dumps({"model": self.model, "input": PROMPT, "stream": stream})
+            # store: false, as Codex and agent clients send it: stored, every answer of the run would stay
+            # in the gateway's memory (up to 10,000), which "RSS after the run" is not about
+            return orjson.dumps({"model": self.model, "input": PROMPT, "stream": stream, "store": False})
         return orjson.dumps({"model": self.model, "messages": MESSAGES, "stream": stream})
 
     def all_headers(self) -> dict:
