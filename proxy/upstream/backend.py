@@ -27,6 +27,7 @@ import os
 import socket
 import ssl
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from policies.outcome import Outcome
 from proxy.config import BackendConfig
@@ -133,25 +134,40 @@ class UpstreamResponse:
             for line in batch:
                 yield line
 
-    async def line_batches(self) -> AsyncIterator[list[bytes]]:
+    def line_batches(self) -> AsyncIterator[list[bytes]]:
         """The complete non-empty NDJSON lines of each chunk as it arrives (deadlines as ``chunks``).
 
         One Ollama line usually is one chunk; lines that arrived together come together, so a relay
-        can send what they translate to in one write. (``chunks``' loop, not a layer over it: one
-        async generator less per token.)
+        can send what they translate to in one write.
         """
+        return self._body(lines=True)
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """Raw body chunks as they arrive (an OpenAI-compatible SSE stream is relayed unchanged).
+
+        The first by the ``first_byte`` deadline set by ``send``, each next within ``idle``.
+        """
+        return self._body(lines=False)
+
+    async def _body(self, *, lines: bool) -> AsyncIterator[Any]:
+        """Chunks, or the lines of each chunk: one loop, not a generator over another (one less per token)."""
         resp = self._resp
         clock = asyncio.get_running_loop().time
         idle = self._idle
         rest = b""
         try:
             while chunk := await resp.chunk():
-                if rest:
-                    chunk = rest + chunk
-                *complete, rest = chunk.split(b"\n")
-                batch = [line for line in complete if line]
-                if batch:
-                    yield batch
+                if not lines:
+                    yield chunk
+                else:
+                    if rest:
+                        chunk = rest + chunk
+                    *complete, rest = chunk.split(b"\n")
+                    batch = [line for line in complete if line]
+                    if batch:
+                        yield batch
+                # While the consumer holds the chunk the deadline keeps running: a consumer too slow to
+                # come back within `idle` seconds loses the backend connection (its next read raises).
                 resp.watch(clock() + idle)
         except GeneratorExit:
             self.close()
@@ -161,27 +177,6 @@ class UpstreamResponse:
         self._done = True  # the last chunk() released the connection
         if rest.strip():
             yield [rest]
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """Raw body chunks as they arrive (an OpenAI-compatible SSE stream is relayed unchanged).
-
-        The first by the ``first_byte`` deadline set by ``send``, each next within ``idle``.
-        """
-        resp = self._resp
-        clock = asyncio.get_running_loop().time
-        idle = self._idle
-        try:
-            while chunk := await resp.chunk():
-                # While the consumer holds the chunk the deadline keeps running: a consumer too slow to
-                # come back within `idle` seconds loses the backend connection (its next read raises).
-                yield chunk
-                resp.watch(clock() + idle)
-        except GeneratorExit:
-            self.close()
-            raise
-        except BaseException as exc:
-            raise self._failed(exc) from None
-        self._done = True  # the last chunk() released the connection
 
     def _failed(self, exc: BaseException) -> BaseException:
         """The ProxyError for a read that failed; the connection is dropped."""
