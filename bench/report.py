@@ -11,6 +11,11 @@ import time
 
 ARMS = ["direct", "passthrough", "gateway", "litellm"]
 
+# the CPU-per-stream cells: (key prefix, door) x (key suffix, what)
+DOORS = (("", "chat"), ("cmpl_", "completions"), ("resp_", "Responses"))
+STREAM_CELLS = (("s64_0", "64 tokens back to back"), ("s1k_0", "1,024 tokens back to back"),
+                ("s64_10", "64 tokens 10 ms apart"), ("s1k_10", "1,024 tokens 10 ms apart"))
+
 # (label, measure, field, kind): kind decides format and how ratios read
 ROWS = [
     ("non-stream req/s, 1 conn (wrk)", "rps1", "rps", "rps"),
@@ -29,9 +34,7 @@ ROWS = [
     ("CPU per 64-token stream (ms)", "cpu_stream", "cpu_ms", "cpu"),
     ("streams/s, 64 tokens, 16 conns (wrk)", "srps16", "rps", "rps"),
     *[(f"CPU per {door} stream, {what} (ms)", f"cpu_{tag}{key}", "cpu_ms", "cpu")
-      for tag, door in (("", "chat"), ("cmpl_", "completions"), ("resp_", "Responses"))
-      for key, what in (("s64_0", "64 tokens back to back"), ("s1k_0", "1,024 tokens back to back"),
-                        ("s64_10", "64 tokens 10 ms apart"), ("s1k_10", "1,024 tokens 10 ms apart"))],
+      for tag, door in DOORS for key, what in STREAM_CELLS],
     ("RSS after the run (MiB)", "rss_after", "mib", "mib"),
     ("RSS holding 1,000 streams (MiB)", "hold", "rss_mib", "mib"),
     ("concurrent slow streams: all tokens arrived", "many", "complete", "count"),
@@ -41,7 +44,6 @@ ROWS = [
     ("concurrent slow streams: CPU per token (µs)", "many", "cpu_us_per_token", "dec1"),
     ("the same at 100 streams: CPU per token (µs)", "many", "base_cpu_us_per_token", "dec1"),
 ]
-DOORS = (("", "chat"), ("cmpl_", "completions"), ("resp_", "Responses"))
 
 
 def med(results: dict, measure: str, arm: str, fld: str) -> float | None:
@@ -139,8 +141,7 @@ def targets(results: dict) -> list[tuple[str, bool | None, str]]:
         g("cpu_stream", "passthrough", "cpu_ms"), lambda a, b: a <= 1.5 * b,
         lambda a, b: f"{a:.3f} vs {b:.3f} ms ({a / b:.2f}×)")
     for tag, door in DOORS:
-        for key, what in (("s64_0", "64 tokens back to back"), ("s1k_0", "1,024 tokens back to back"),
-                          ("s64_10", "64 tokens 10 ms apart"), ("s1k_10", "1,024 tokens 10 ms apart")):
+        for key, what in STREAM_CELLS:
             add(f"CPU per {door} stream, {what}, <= 1.2x passthrough's", g(f"cpu_{tag}{key}", "gateway", "cpu_ms"),
                 g(f"cpu_{tag}{key}", "passthrough", "cpu_ms"), lambda a, b: a <= 1.2 * b,
                 lambda a, b: f"{a:.3f} vs {b:.3f} ms ({a / b:.2f}×)")

@@ -71,7 +71,7 @@ class RequestLog:
         # than _FLUSH_EVERY (light load: lines appear immediately), else one flush is scheduled for
         # then (heavy load: at most 1/_FLUSH_EVERY write syscalls a second, not one per request).
         self._loop = loop
-        self._flush_pending: asyncio.TimerHandle | None = None  # the scheduled flush, if any
+        self._scheduled_flush: asyncio.TimerHandle | None = None  # the scheduled flush, if any
         self._last_flush = 0.0
         self._clock = clock
         self._second, self._prefix = -1, ""  # formatted-second cache: one strftime per second
@@ -91,20 +91,20 @@ class RequestLog:
         else:
             self._emit(_text_line(stamp, record).encode())
         if self._loop is not None:
-            if self._flush_pending is None:
+            if self._scheduled_flush is None:
                 if self._loop.time() - self._last_flush >= _FLUSH_EVERY:
                     self.flush()
                 else:
-                    self._flush_pending = self._loop.call_at(self._last_flush + _FLUSH_EVERY, self.flush)
+                    self._scheduled_flush = self._loop.call_at(self._last_flush + _FLUSH_EVERY, self.flush)
         elif self._flush:
             self._stream.flush()
 
     def flush(self) -> None:
         """Push buffered lines out (a scheduled flush is then not needed: a stream closed after this
         call is never flushed by a timer)."""
-        if self._flush_pending is not None:
-            self._flush_pending.cancel()
-            self._flush_pending = None
+        if self._scheduled_flush is not None:
+            self._scheduled_flush.cancel()
+            self._scheduled_flush = None
         if self._loop is not None:
             self._last_flush = self._loop.time()
         self._stream.flush()
