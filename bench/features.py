@@ -58,6 +58,9 @@ def _measure(name, p, port, path):
     out = subprocess.run(["wrk","-t1","-c16","-d3s","--latency","-s",lua,f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True).stdout
     c1 = cpu(p.pid)
     reqs = int([l for l in out.splitlines() if "requests in" in l][0].split()[0])
+    bad = [l for l in out.splitlines() if "Non-2xx" in l or "Socket errors" in l]
+    if bad:  # a variant that answers errors measures the error path, not the request: no figure
+        raise SystemExit(f"{name}: {'; '.join(l.strip() for l in bad)} of {reqs} requests; no figure")
     RESULTS.setdefault(name, []).append((c1-c0)/reqs*1e6)
     p50 = [l.split()[1] for l in out.splitlines() if l.strip().startswith("50%")][0]
     LATENCY.setdefault(name, []).append(float(p50[:-2]) / (1000 if p50.endswith("us") else 1))

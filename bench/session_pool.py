@@ -86,10 +86,13 @@ class SessionPool:
                                                  headers=self.headers)
         return self.session
 
-    async def request(self, method: str, path: str, body: bytes | None, *,
-                      deadline: float | None = None) -> SessionResponse:
+    async def request(self, method: str, path: str, body: bytes | None, *, deadline: float | None = None,
+                      extra_headers: bytes | None = None) -> SessionResponse:
+        headers = None
+        if extra_headers:  # prebuilt "Name: value\r\n" lines, as http1.Pool takes them (traceparent)
+            headers = dict(line.split(": ", 1) for line in extra_headers.decode("latin-1").split("\r\n") if line)
         async with asyncio.timeout_at(deadline):
-            resp = await self._session().request(method, self.url + path, data=body)
+            resp = await self._session().request(method, self.url + path, data=body, headers=headers)
         return SessionResponse(resp, deadline)
 
     async def close(self) -> None:
