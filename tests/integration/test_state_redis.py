@@ -10,6 +10,7 @@ import asyncio
 import json
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -340,3 +341,14 @@ async def test_readyz_status_and_the_gauge_say_whether_redis_answers(aiohttp_ser
             assert ready["state"]["up"] is True and gauge == 'proxy_state_backend_up{backend="redis"} 1.0'
     finally:
         proc.kill()
+
+
+def test_redis_py_loads_only_with_a_state_section():
+    """redis-py (with the cryptography and OpenTelemetry modules it pulls in, about 9 MiB of RSS) is
+    imported by a gateway that shares state, never by one without a ``state`` section."""
+    code = ("import sys; from proxy.app import create_app; from proxy.config import parse_config; "
+            "create_app(parse_config({}, {}), health_checks=False); print('redis' in sys.modules); "
+            "create_app(parse_config({'state': {'redis_url': 'redis://127.0.0.1:1/0'}}, {}), health_checks=False); "
+            "print('redis' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.split() == ["False", "True"]
