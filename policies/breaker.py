@@ -99,6 +99,10 @@ def _add(
 ) -> tuple[tuple[int, int, int], ...]:
     width = settings.window / _BUCKETS
     current = math.floor(now / width) if width > 0 else 0
+    if buckets and buckets[-1][0] == current and buckets[0][0] > current - _BUCKETS:
+        # the common case, once per request: nothing expired, the current bucket exists
+        index, requests, failures = buckets[-1]
+        return (*buckets[:-1], (index, requests + 1, failures + failed))
     kept = [b for b in buckets if b[0] > current - _BUCKETS]
     if kept and kept[-1][0] == current:
         index, requests, failures = kept[-1]

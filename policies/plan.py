@@ -133,7 +133,42 @@ def plan(
         route = resolve_route(policy, model)
     if route is None:
         return None
-    arm = pick_arm([t.weight for t in route.targets], sticky_roll(route.name, key) if key else roll)
+    if key:
+        roll = _ROLLS.get((route.name, key)) or _remember_roll(route.name, key)
+    arm = pick_arm([t.weight for t in route.targets], roll)
+    shadowed = route.shadow is not None and shadow_roll < route.shadow.share
+    if len(model) > _MEMO_MODEL_MAX:  # a glob route takes any name the client sends: never kept
+        return _plan(route, model, arm, shadowed)
+    memo_key = (id(route), model, arm, shadowed)
+    known = _PLANS.get(memo_key)
+    if known is not None:
+        return known
+    if len(_PLANS) >= _PLANS_MAX:
+        _PLANS.clear()
+    made = _PLANS[memo_key] = _plan(route, model, arm, shadowed)
+    return made
+
+
+# Plans are values: the same (route, model, arm, shadowed) always gives an equal Plan, so each is made
+# once and shared (a Plan is frozen). An entry holds its route (``Plan.route``), so while it is kept
+# no other route can take that route's id. Bounded: at most _PLANS_MAX entries of short model names.
+_PLANS: dict[tuple[int, str, int, bool], Plan] = {}
+_PLANS_MAX = 4096
+_MEMO_MODEL_MAX = 256
+# sticky rolls of recent keys (one SHA-256 each), bounded the same way: keys are client input too
+_ROLLS: dict[tuple[str, str], float] = {}
+
+
+def _remember_roll(route_name: str, key: str) -> float:
+    roll = sticky_roll(route_name, key)
+    if len(key) <= _MEMO_MODEL_MAX and roll:  # 0.0 is not kept: get() or ... would not find it
+        if len(_ROLLS) >= _PLANS_MAX:
+            _ROLLS.clear()
+        _ROLLS[(route_name, key)] = roll
+    return roll
+
+
+def _plan(route: Route, model: str, arm: int, shadowed: bool) -> Plan:
     attempts: list[Attempt] = []
     seen: set[tuple[tuple[str, ...], str]] = set()
     for target, role in [(route.targets[arm], "primary"), *((t, "fallback") for t in route.fallback)]:
@@ -142,9 +177,7 @@ def plan(
         if identity not in seen:
             seen.add(identity)
             attempts.append(attempt)
-    shadow = None
-    if route.shadow is not None and shadow_roll < route.shadow.share:
-        shadow = _attempt(route.shadow.target, model, "shadow")
+    shadow = _attempt(route.shadow.target, model, "shadow") if shadowed and route.shadow is not None else None
     return Plan(route=route, arm=arm, attempts=tuple(attempts), shadow=shadow)
 
 

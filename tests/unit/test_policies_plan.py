@@ -187,3 +187,33 @@ def test_sticky_key_takes_the_first_present_source(
 def test_sticky_key_with_empty_sticky_list_is_random() -> None:
     """A route with sticky: [] never returns a key, so every request rolls."""
     assert sticky_key(route("r", "r", sticky=()), api_key="sk", user="u", headers={}) is None
+
+
+def test_a_reloaded_policy_plans_with_its_own_targets() -> None:
+    """Plans are made once per (route, model, arm) and shared, but a new policy with the same route
+    name and different targets (a reload) plans with the new targets, even once the old one is gone."""
+    import gc
+
+    for round_ in range(50):
+        target = Target(backends=(f"gpu{round_}",), model=None)
+        policy = Policy(routes=(Route(name="chat", models=("*",), targets=(target,)),))
+        first = plan(policy, "llama3", key="api_key:team", roll=0.5)
+        again = plan(policy, "llama3", key="api_key:team", roll=0.5)
+        assert first is not None and again == first
+        assert first.attempts == (Attempt(target=target, model="llama3", role="primary"),)
+        del policy, first, again
+        gc.collect()
+
+
+def test_plans_for_any_client_model_stay_right_past_the_memo_size() -> None:
+    """A glob route answers for whatever model name a client sends: 10,000 different names, and one
+    of 100,000 characters, each get their own model in the attempt, and the same arm for a sticky key."""
+    policy = Policy(routes=(Route(name="any", models=("*",), targets=(
+        Target(backends=("a",), model=None, weight=1), Target(backends=("b",), model=None, weight=1))),))
+    arms = {plan(policy, f"m{i}", key="user:u1", roll=0.0).arm for i in range(10_000)}  # type: ignore[union-attr]
+    assert arms == {0 if sticky_roll("any", "user:u1") < 0.5 else 1}
+    long_name = "m" * 100_000
+    made = plan(policy, long_name, key=f"user:{long_name}", roll=0.0)
+    assert made is not None and made.attempts[0].model == long_name
+    assert made.arm == (0 if sticky_roll("any", f"user:{long_name}") < 0.5 else 1)
+    assert plan(policy, "m7", key=None, roll=0.75).attempts[0].target.backends == ("b",)  # type: ignore[union-attr]
