@@ -55,7 +55,8 @@ from proxy.jsonio import JSONDecodeError, dumps, dumps_kept, loads
 from proxy.keys import ACCOUNTING, CTX, IMAGES, ROUTER, SHADOWS
 from proxy.relay import ollama_error_line, relay_ollama_stream, relay_openai_stream
 from proxy.responses_store import MemoryResponseStore, ResponseStore, StoredResponse
-from proxy.translate.responses import ResponsesRequest, ollama_chat_to_response, responses_request_to_ollama
+from proxy.translate.responses_answer import ollama_chat_to_response
+from proxy.translate.responses_request import ResponsesRequest, responses_request_to_ollama
 from proxy.translate.responses_stream import ResponsesStream
 from proxy.upstream.backend import Upstream
 

@@ -12,8 +12,7 @@ from collections.abc import Callable, Mapping
 from proxy.errors import error_body
 from proxy.jsonio import dumps
 from proxy.translate.chat import logprobs_to_openai, usage_from_ollama
-from proxy.translate.responses import (
-    ResponsesRequest,
+from proxy.translate.responses_answer import (
     function_call_item,
     message_item,
     native_calls,
@@ -21,6 +20,7 @@ from proxy.translate.responses import (
     response_object,
     response_usage,
 )
+from proxy.translate.responses_request import ResponsesRequest
 
 __all__ = ["ResponsesStream"]
 

@@ -14,7 +14,7 @@ from proxy.jsonio import dumps
 from proxy.translate.chat import chat_request_to_ollama
 from proxy.translate.completions import completion_request_to_ollama
 from proxy.translate.embeddings import embedding_request_to_ollama
-from proxy.translate.responses import responses_request_to_ollama
+from proxy.translate.responses_request import responses_request_to_ollama
 
 FUZZ = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 

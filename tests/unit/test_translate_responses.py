@@ -13,11 +13,8 @@ from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from proxy.errors import InvalidRequestError, UpstreamStreamError
-from proxy.translate.responses import (
-    conversation_items,
-    ollama_chat_to_response,
-    responses_request_to_ollama,
-)
+from proxy.translate.responses_answer import conversation_items, ollama_chat_to_response
+from proxy.translate.responses_request import responses_request_to_ollama
 from proxy.translate.responses_stream import ResponsesStream
 from tests.unit.test_translate_golden import counting_ids, run_case
 
