@@ -1,7 +1,7 @@
 """Anthropic Messages answers: Ollama ``/api/chat`` answers -> a ``message`` object or SSE events, and errors.
 
-Pure; ids come in as arguments. The public names are re-exported by ``proxy.translate.anthropic``,
-which documents the whole API; this module owns the answer side of it.
+Pure; ids come in as arguments. ``proxy.translate.anthropic_request`` documents the whole API; this
+module owns the answer side of it.
 
 - ``ollama_chat_to_anthropic(native, *, message_id, model, plan)``: a non-streamed answer. Content
   is ``[thinking (signature ""), text, tool_use...]``; tool ids are ``toolu_<message id>_<n>``.

@@ -30,19 +30,17 @@ from proxy.errors import (
     UpstreamTimeoutError,
 )
 from proxy.jsonio import dumps
-from proxy.translate.anthropic import (
+from proxy.translate.anthropic_request import answer_plan_of, messages_request_to_ollama, user_of
+from proxy.translate.anthropic_stream import (
     AnswerPlan,
     MessagesStream,
-    answer_plan_of,
     anthropic_error_body,
     anthropic_error_event,
     anthropic_error_type,
-    count_tokens_estimate,
-    messages_request_to_ollama,
     ollama_chat_to_anthropic,
     render_anthropic_error,
-    user_of,
 )
+from proxy.translate.anthropic_token_count import count_tokens_estimate
 
 GOLDEN = Path(__file__).parent.parent / "fixtures" / "golden" / "anthropic_messages"
 CASES = sorted(GOLDEN.glob("anthropic_*.json"))
