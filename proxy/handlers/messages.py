@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -105,6 +106,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         log.info("request %s: tools left out (they cannot run on Ollama): %s", ctx.request_id,
                  ignored[IGNORED_TOOLS_HEADER])
     native, plan = translated.native, translated.plan
+    del translated  # the stream needs only its answer plan; the body goes to Ollama as `native`
     keep_text = config.logging.include_prompts
     if keep_text:
         ctx.prompt_text = dumps(body.get("messages")).decode()
@@ -121,9 +123,19 @@ async def messages(request: web.Request) -> web.StreamResponse:
             payloads[key] = dumps_kept(sent)
         return payloads[key]
 
+    def cloud_payload(model: str) -> bytes:
+        # the Ollama extensions (options, keep_alive) mean nothing to Anthropic, which refuses unknown fields
+        return dumps_kept({**{k: v for k, v in body.items() if k not in _OLLAMA_EXTENSIONS}, "model": model})
+
+    def release() -> None:  # the answer committed: no other attempt will need the body or its copies
+        nonlocal body, native, payloads
+        body, native, payloads = {}, {}, {}
+
+    ctx.release = release
+
     async def call(attempt: Attempt, upstream: Upstream) -> web.StreamResponse:
         if upstream.kind == "anthropic":
-            return await _call_anthropic(request, ctx, body, attempt, upstream)
+            return await _call_anthropic(request, ctx, cloud_payload, attempt, upstream)
         if upstream.kind != "ollama":
             raise _no_translation(upstream)
         think = "think" in native and native["think"] is not False
@@ -167,15 +179,18 @@ async def messages(request: web.Request) -> web.StreamResponse:
     return await app[ROUTER].run(ctx, with_gateway_headers(ctx, call))
 
 
-async def _call_anthropic(request: web.Request, ctx: RequestContext, body: dict[str, object],
+async def _call_anthropic(request: web.Request, ctx: RequestContext, payload_for: Callable[[str], bytes],
                           attempt: Attempt, upstream: Upstream) -> web.StreamResponse:
-    """The client's body with the attempt's model, to an Anthropic-compatible cloud; its answer as is."""
-    # the Ollama extensions (options, keep_alive) mean nothing to Anthropic, which refuses unknown fields
-    payload = dumps_kept({**{k: v for k, v in body.items() if k not in _OLLAMA_EXTENSIONS}, "model": attempt.model})
+    """The client's body with the attempt's model, to an Anthropic-compatible cloud; its answer as is.
+
+    ``payload_for(model)`` makes the bytes: this frame lives as long as the stream, so it keeps
+    neither the body nor, once sent, the payload (the commit lets the handler's copies go)."""
+    payload = payload_for(attempt.model)
     path = _cloud_path(request)
     t0 = time.perf_counter()
     if ctx.stream:
         resp = await upstream.send("POST", path, payload, model=attempt.model)
+        del payload
         ctx.upstream_wait += time.perf_counter() - t0
         # any SSE passes as bytes, unchanged; the tally counts its usage (the relay's edit seam)
         return await relay_openai_stream(request, ctx, resp, response_headers(ctx),

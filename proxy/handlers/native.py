@@ -81,6 +81,12 @@ async def _native_call(request: web.Request) -> web.StreamResponse:
     client_model = ctx.client_model
     payloads: dict[str, bytes] = {}
 
+    def release() -> None:  # the stream committed: no other attempt will need the body or its payloads
+        nonlocal raw, body, payloads
+        raw, body, payloads = {}, {}, {}
+
+    ctx.release = release
+
     async def call(attempt: Attempt, upstream: Upstream) -> web.StreamResponse:
         if upstream.kind != NATIVE_KIND:  # only after a reload changed the backend's type mid-request
             raise InvalidRequestError(f"Backend {upstream.name} is not an Ollama backend.", code="native_unsupported")
@@ -90,6 +96,7 @@ async def _native_call(request: web.Request) -> web.StreamResponse:
         t0 = time.perf_counter()
         if ctx.stream:
             resp = await upstream.send("POST", path, payload, model=attempt.model)
+            del payload  # sent; a retry takes it from `payloads` (which the commit empties)
             ctx.upstream_wait += time.perf_counter() - t0
             return await relay_ndjson(request, ctx, resp, response_headers(ctx), rename=client_model,
                                       keep_text=keep_text)

@@ -20,6 +20,7 @@ the ``x-gateway-ignored-tools`` response header names them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -136,10 +137,23 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     if ctx.plan is not None and ctx.plan.shadow is not None:
         app[SHADOWS].start(ctx, RESPONSES_ENDPOINT, openai_body, translated.native)
     keep = translated.echo.get("store") is not False
-    input_items = [*prior, *stored_input_items(translated.input_items)]  # what the model sees, for the store
+    # what the model saw, for the store: kept for the whole stream only when the response is stored
+    input_items = [*prior, *stored_input_items(translated.input_items)] if keep else []
+    # what translating the answer needs: the request's settings, not its messages or input
+    answering = dataclasses.replace(translated, native={}, input_items=(), prior_items=())
+    unknown_previous = previous is None and isinstance(previous_id, str)
     response_id = new_id("resp_")
     created = created_now()
     payloads: dict[str, bytes] = {}
+
+    def openai_payload(model: str) -> bytes:
+        return dumps_kept({**openai_body, "model": model})
+
+    def release() -> None:  # the answer committed: no other attempt will need the body or its copies
+        nonlocal body, openai_body, translated, originals, payloads, previous, prior
+        body, openai_body, translated, originals, payloads, previous, prior = {}, {}, answering, [], {}, None, []
+
+    ctx.release = release
 
     async def remember(response: Mapping[str, Any] | None) -> None:
         if keep and response is not None and response.get("status") in ("completed", "incomplete"):
@@ -148,9 +162,9 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     async def call(attempt: Attempt, upstream: Upstream) -> web.StreamResponse:
         headers = response_headers(ctx)  # this attempt's backend and model
         if upstream.kind == "openai":  # it gets the hosted tools: nothing was left out
-            return await _call_openai(request, ctx, openai_body, attempt, upstream, headers)
+            return await _call_openai(request, ctx, openai_payload, attempt, upstream, headers)
         headers.update(ignored)
-        if previous is None and isinstance(previous_id, str):
+        if unknown_previous:
             raise not_found(previous_id, "previous_response_id")  # not ours, and this backend has no state
         payload = payloads.get(attempt.model)
         if payload is None:
@@ -158,8 +172,9 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         t0 = time.perf_counter()
         if ctx.stream:
             resp = await upstream.send("POST", "/api/chat", payload, model=attempt.model)
+            del payload  # sent; a retry takes it from `payloads` (which the commit empties)
             ctx.upstream_wait += time.perf_counter() - t0
-            translator = _StoringStream(remember, request=translated, response_id=response_id,
+            translator = _StoringStream(remember, request=answering, response_id=response_id,
                                         created_at=created, model=ctx.client_model, new_id=new_id, now=created_now)
             translator.keep_text = keep_text
             try:
@@ -257,12 +272,16 @@ async def _fetch_images(fetcher: ImageFetcher, body: dict[str, object], remote: 
         _set_part(body, at, {**part, "image_url": data_url})
 
 
-async def _call_openai(request: web.Request, ctx: RequestContext, body: Mapping[str, object], attempt: Attempt,
-                       upstream: Upstream, headers: Mapping[str, str]) -> web.StreamResponse:
-    payload = dumps_kept({**body, "model": attempt.model})
+async def _call_openai(request: web.Request, ctx: RequestContext, payload_for: Callable[[str], bytes],
+                       attempt: Attempt, upstream: Upstream, headers: Mapping[str, str]) -> web.StreamResponse:
+    """The client's body (``payload_for(model)``) to an OpenAI-compatible backend; its answer as is.
+
+    This frame lives as long as the stream: it keeps neither the body nor, once sent, the payload."""
+    payload = payload_for(attempt.model)
     t0 = time.perf_counter()
     if ctx.stream:
         resp = await upstream.send("POST", RESPONSES_ENDPOINT.openai_path, payload, model=attempt.model)
+        del payload
         ctx.upstream_wait += time.perf_counter() - t0
         return await relay_openai_stream(request, ctx, resp, headers)
     raw = await upstream.fetch("POST", RESPONSES_ENDPOINT.openai_path, payload, model=attempt.model)
