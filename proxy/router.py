@@ -48,6 +48,14 @@ def _retry_after(exc: ProxyError) -> float | None:
         return None
 
 
+def _without_frames(exc: ProxyError) -> ProxyError:
+    """``exc`` without its traceback and the low-level error it came from. The router keeps the last
+    failure until the request ends (a stream's whole life): its frames would keep the failed attempt's
+    payload and connection alive all that time. A ProxyError is rendered, never logged with a trace."""
+    exc.__traceback__ = exc.__context__ = exc.__cause__ = None
+    return exc
+
+
 class Router:
     """Runs a request's attempts; ``on_retry(route, backend, outcome)`` hears retries (metrics).
 
@@ -93,7 +101,7 @@ class Router:
                     backends.record(upstream.name, exc.outcome)
                     if exc.outcome is None or ctx.committed:
                         raise
-                    last = exc
+                    last = _without_frames(exc)
                     ctx.outcome = exc.outcome.value
                     if exc.outcome is Outcome.MODEL_NOT_FOUND and upstream.kind == "ollama" and not pulled:
                         pulled = True  # ops.auto_pull: pull once (single flight), wait, then retry this attempt

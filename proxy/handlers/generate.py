@@ -240,9 +240,12 @@ async def _call_openai(request: web.Request, ctx: RequestContext, body: Mapping[
         options = body.get("stream_options")
         sent["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
     payload = dumps_kept(sent)
+    del sent
     t0 = time.perf_counter()
     if ctx.stream:
+        del body  # this frame lives as long as the stream: it keeps no copy of the request (nor does the commit)
         resp = await upstream.send("POST", endpoint.openai_path, payload, model=attempt.model)
+        del payload
         ctx.upstream_wait += time.perf_counter() - t0
         edit = OpenAIStreamEdit(model=ctx.client_model, client_wants_usage=client_wants_usage)
         return await relay_openai_stream(request, ctx, resp, response_headers(ctx), edit)

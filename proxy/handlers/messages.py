@@ -1,7 +1,7 @@
 """``/v1/messages`` and ``/v1/messages/count_tokens``: Anthropic's Messages API over Ollama's ``/api/chat``.
 
 Served like chat completions (same routes, splits, fallback, auth, limits, metrics and request
-log): the body is translated once (``proxy.translate.anthropic``, every field checked) before any
+log): the body is translated once (``proxy.translate.anthropic_request``, every field checked) before any
 backend is called. An Ollama backend gets the translation with its attempt's model and its answer
 is translated back, streamed as Anthropic's SSE events; an ``anthropic`` backend (an
 Anthropic-compatible cloud) gets the client's body with the model renamed and its answer, stream

@@ -25,7 +25,7 @@ import pytest
 from aiohttp import web
 
 from tests.fakes.ollama import stream_forever
-from tests.integration.test_routing import backend, routed
+from tests.integration.test_routing import backend, closed_port, routed
 
 PROMPT_MIB = 2
 HELD_AT_MOST = (1 << 20) // 4  # before the release: the parsed body, its translation and the payload, each ~2 MiB
@@ -121,7 +121,7 @@ async def test_a_stream_holds_no_copy_of_its_body_once_committed(gateway, fake_o
 
 
 async def _cloud_stream(request: web.Request) -> web.StreamResponse:
-    """A cloud backend's SSE stream (Anthropic's or OpenAI's Responses events), a token every 50 ms."""
+    """A cloud backend's SSE stream (Anthropic's, OpenAI's Responses events or chat chunks), a token every 50 ms."""
     await request.read()
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await resp.prepare(request)
@@ -129,9 +129,14 @@ async def _cloud_stream(request: web.Request) -> web.StreamResponse:
     kind = "content_block_delta" if anthropic else "response.output_text.delta"
     delta = {"type": kind, "index": 0, "delta": {"type": "text_delta", "text": "zebra "}} if anthropic \
         else {"type": kind, "item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": "zebra "}
+    event = b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(delta) + b"\n\n"
+    if request.path == "/v1/chat/completions":  # OpenAI's chunks carry no event line
+        event = b"data: " + orjson.dumps({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
+                                          "model": "big-model", "choices": [{"index": 0, "delta": {
+                                              "content": "zebra "}, "finish_reason": None}]}) + b"\n\n"
     try:
         while True:
-            await resp.write(b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(delta) + b"\n\n")
+            await resp.write(event)
             await asyncio.sleep(0.05)
     except ConnectionError:
         return resp
@@ -139,22 +144,31 @@ async def _cloud_stream(request: web.Request) -> web.StreamResponse:
 
 # door -> (path, cloud backend type, body, extra headers)
 CLOUD_DOORS: dict[str, tuple[str, str, dict[str, Any], dict[str, str]]] = {
+    "chat-openai": ("/v1/chat/completions", "openai",
+                    {"model": "llama3.2", "stream": True, "messages": [{"role": "user", "content": PROMPT}]}, {}),
     "responses-openai": ("/v1/responses", "openai", _codex(PROMPT), {}),
     "messages-anthropic": ("/v1/messages?beta=true", "anthropic", _claude_code(PROMPT), _CLAUDE_HEADERS),
 }
 
 
+@pytest.mark.parametrize("after_dead_ollama", [False, True], ids=["cloud", "fallback"])
 @pytest.mark.parametrize("door", list(CLOUD_DOORS))
 async def test_a_cloud_stream_holds_no_copy_of_its_body_once_committed(aiohttp_server, start_gateway,
-                                                                      door) -> None:
+                                                                      door, after_dead_ollama) -> None:
+    """Also as the fallback of an Ollama that refused the connection: the failed attempt's error,
+    kept by the router until the request ends, holds none of that attempt's payload."""
     path, kind, body, headers = CLOUD_DOORS[door]
     app = web.Application(client_max_size=(4 * PROMPT_MIB) << 20)
+    app.router.add_post("/v1/chat/completions", _cloud_stream)
     app.router.add_post("/v1/responses", _cloud_stream)
     app.router.add_post("/v1/messages", _cloud_stream)
     cloud = await aiohttp_server(app)
     url = str(cloud.make_url("/v1" if kind == "openai" else "")).rstrip("/")
-    gw = await start_gateway(routed([backend("cloud", url, kind, api_key="${CLOUD_KEY}")],
-                                    {"targets": [{"backend": "cloud", "model": "big-model"}]}),
+    cloud_target = {"backend": "cloud", "model": "big-model"}
+    route = ({"targets": [{"backend": "dead"}], "fallback": [cloud_target]} if after_dead_ollama
+             else {"targets": [cloud_target]})
+    gw = await start_gateway(routed([backend("dead", f"http://127.0.0.1:{closed_port()}"),
+                                     backend("cloud", url, kind, api_key="${CLOUD_KEY}")], route),
                              environ={"CLOUD_KEY": "sk-cloud-0001"})
     held, largest = await _held_by_open_stream(gw.url + path, body, headers, b"zebra")
     assert held < HELD_AT_MOST, f"the open stream holds {held:,} bytes allocated by the gateway ({largest})"
