@@ -6,8 +6,8 @@ events go through a ``Tally`` (``proxy.telemetry.tally``): plain-Python accumula
 to the metrics whenever the registry is collected, so a request costs a few dict lookups and
 additions; rarer events (fallbacks, circuits, auth failures) update the metrics at once.
 
-Labels are bounded: route/model/backend/credential/arm are *configured* names passed by the caller
-(never raw client input); outcome and reason go through ``bounded_label`` against ``OUTCOMES``.
+The families (names, help, labels, buckets) are ``proxy.telemetry.families``; their label values are
+bounded by ``proxy.telemetry.labels``; the dashboard's summary (``snapshot``) is ``proxy.telemetry.summary``.
 
 Multiprocess (``--workers N``): the CLI sets ``PROMETHEUS_MULTIPROC_DIR`` *before* anything imports
 ``prometheus_client`` (its value class is chosen at import time), calls ``clear_multiprocess_dir``
@@ -21,101 +21,27 @@ from __future__ import annotations
 import contextlib
 import functools
 import glob
-import math
 import os
-from collections import defaultdict
 from collections.abc import Collection, Mapping
-from enum import Enum
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client import generate_latest, values
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.multiprocess import mark_process_dead as _mark_process_dead
 
+from proxy.telemetry.families import _SPECS, _SUFFIXES, LATENCY_BUCKETS
+from proxy.telemetry.labels import (
+    _OUTCOMES_OR_ERROR, AUTH_FAILURE_REASONS, CIRCUIT_STATES, FALLBACK_REASONS, OUTCOMES, _circuit_value, _text,
+    bounded_label, status_class,
+)
+from proxy.telemetry.summary import summarize
 from proxy.telemetry.tally import Tally
 
+# Re-exported: the label values and buckets lived here before proxy.telemetry.labels and .families.
 __all__ = [
     "AUTH_FAILURE_REASONS", "CIRCUIT_STATES", "FALLBACK_REASONS", "LATENCY_BUCKETS", "OUTCOMES", "Metrics",
     "bounded_label", "clear_multiprocess_dir", "mark_process_dead", "status_class",
 ]
-
-OUTCOMES = frozenset({
-    "ok", "connect", "timeout", "5xx", "429", "queue_full", "model_not_found", "stream_error",
-    "broken_stream", "bad_request", "upstream_auth", "context_length", "client_disconnect", "rejected",
-})
-FALLBACK_REASONS = OUTCOMES | {"circuit_open"}  # circuit_open: skipped (or retries cut short) by its breaker
-AUTH_FAILURE_REASONS = frozenset({"missing", "malformed", "invalid", "admin", "forbidden", "expired"})
-CIRCUIT_STATES = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
-_OUTCOMES_OR_ERROR = OUTCOMES | {"error"}  # shadow and pull tasks also end in "error"
-_CIRCUIT_NAMES = ("closed", "half_open", "open")
-_NOT_ERRORS = frozenset({"ok", "client_disconnect"})
-_STATUS_CLASSES = ("other", "1xx", "2xx", "3xx", "4xx", "5xx")
-_MODEL_SAMPLES = ("proxy_req", "proxy_time_to", "proxy_output", "proxy_tokens", "proxy_cloud")
-
-# From 0.5 ms (a cached or refused request, the gateway's own overhead) to 5 min (a long generation),
-# about 2.5x apart: p50/p95 of 1-20 ms requests and of multi-second Ollama TTFTs both resolve.
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
-                   30.0, 60.0, 120.0, 300.0)
-_LATENCY = _TTFT = LATENCY_BUCKETS
-_TPS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 50.0, 75.0, 100.0, 150.0, 200.0, 300.0, 500.0, 1000.0)
-_PROMPT_TPS = (10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 50000.0)
-_LOAD = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-_OVERHEAD = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2)
-
-_C, _G, _H = Counter, Gauge, Histogram
-_RMB = "route model backend"
-# key: (class, full name, help, labels, extra kwargs). Gauges say how workers combine: in-flight is
-# summed; circuit and up show the worst worker (open wins, down wins); "live" drops dead workers.
-_SPECS: dict[str, tuple[Any, str, str, str, dict[str, Any]]] = {
-    "requests": (_C, "proxy_requests_total", "Requests by final outcome.", _RMB + " outcome status_class", {}),
-    "duration": (_H, "proxy_request_duration_seconds", "Total request time.", _RMB, {"buckets": _LATENCY}),
-    "ttft": (_H, "proxy_time_to_first_token_seconds", "Time to first token.", _RMB, {"buckets": _TTFT}),
-    "tps": (_H, "proxy_output_tokens_per_second", "Completion tokens per second.", _RMB, {"buckets": _TPS}),
-    "tokens": (_C, "proxy_tokens_total", "Tokens by kind.", _RMB + " kind", {}),
-    "in_flight": (_G, "proxy_in_flight_requests", "Requests in progress.", "route", {"multiprocess_mode": "livesum"}),
-    "load": (_H, "proxy_ollama_load_duration_seconds", "Ollama model load time.", "backend model", {"buckets": _LOAD}),
-    "cold": (_C, "proxy_ollama_cold_starts_total", "Requests that waited for a model load.", "backend model", {}),
-    "prompt_rate": (_H, "proxy_ollama_prompt_eval_tokens_per_second", "Ollama prompt eval rate.", "backend model",
-                    {"buckets": _PROMPT_TPS}),
-    "eval_rate": (_H, "proxy_ollama_eval_tokens_per_second", "Ollama generation rate.", "backend model",
-                  {"buckets": _TPS}),
-    "overhead": (_H, "proxy_overhead_seconds", "Gateway time outside the backend.", "route", {"buckets": _OVERHEAD}),
-    "fallbacks": (_C, "proxy_fallbacks_total", "Fallbacks.", "route from_backend to_backend reason", {}),
-    "retries": (_C, "proxy_retries_total", "Retries on the same backend.", "route backend reason", {}),
-    "circuit": (_G, "proxy_circuit_state", "0 closed 1 half-open 2 open.", "backend", {"multiprocess_mode": "livemax"}),
-    "up": (_G, "proxy_backend_up", "1 if health checks pass.", "backend", {"multiprocess_mode": "livemin"}),
-    "state_up": (_G, "proxy_state_backend_up", "1 while the shared state (Redis) answers.", "backend",
-                 {"multiprocess_mode": "livemin"}),
-    "split": (_C, "proxy_split_arm_total", "Requests per split arm.", "route arm", {}),
-    "shadow": (_C, "proxy_shadow_requests_total", "Shadow requests.", "route backend outcome", {}),
-    "shadow_duration": (_H, "proxy_shadow_duration_seconds", "Shadow time.", "route backend", {"buckets": _LATENCY}),
-    "shadow_tokens": (_C, "proxy_shadow_tokens_total", "Shadow tokens.", "route backend kind", {}),
-    "pulls": (_C, "proxy_auto_pulls_total", "Automatic model pulls.", "backend model outcome", {}),
-    "cost": (_C, "proxy_cloud_cost_avoided_usd_total", "Cloud price of tokens served locally.", "route model", {}),
-    "auth": (_C, "proxy_auth_failures_total", "Rejected credentials.", "reason", {}),
-    "limited": (_C, "proxy_rate_limited_total", "Requests refused by rate limits.", "credential", {}),
-    "cred_requests": (_C, "proxy_credential_requests_total", "Requests per client credential.", "credential", {}),
-    "cred_tokens": (_C, "proxy_credential_tokens_total", "Tokens per client credential, by kind.",
-                    "credential kind", {}),
-}
-_SUFFIXES = {_C: ("_total",), _G: ("",), _H: ("_bucket", "_sum", "_count")}
-
-
-def _text(value: object) -> str:
-    """Label text of a plain string or an Enum member (``Outcome.OK`` -> ``"ok"``)."""
-    return str(value.value) if isinstance(value, Enum) else str(value)
-
-
-def bounded_label(value: object, allowed: Collection[str], *, other: str = "other") -> str:
-    """Return ``value`` as label text if it is in ``allowed``, else ``other`` (caps cardinality)."""
-    text = _text(value)
-    return text if text in allowed else other
-
-
-def status_class(status: int) -> str:
-    """``200`` -> ``"2xx"``; anything outside 100..599 -> ``"other"``."""
-    return _STATUS_CLASSES[status // 100] if 100 <= status < 600 else "other"
 
 
 def mark_process_dead(pid: int, multiprocess_dir: str) -> None:
@@ -341,99 +267,7 @@ class Metrics:
 
     def snapshot(self) -> dict[str, Any]:
         """Per-model, per-route and per-backend summaries of the current values (all workers)."""
-        sums: defaultdict[tuple[str, str, str], float] = defaultdict(float)  # (sample, model, kind)
-        buckets: defaultdict[str, defaultdict[float, float]] = defaultdict(lambda: defaultdict(float))
-        routes: defaultdict[str, dict[str, Any]] = defaultdict(
-            lambda: {"fallbacks": 0.0, "fallbacks_by_reason": defaultdict(float), "split": defaultdict(float),
-                     "in_flight": 0.0})
-        backends: defaultdict[str, dict[str, Any]] = defaultdict(dict)
-        credentials: defaultdict[str, dict[str, float]] = defaultdict(
-            lambda: {"requests": 0.0, "prompt_tokens": 0.0, "completion_tokens": 0.0})
-        for family in self.registry.collect():
-            for s in family.samples:
-                name, lab, v = s.name, s.labels, s.value
-                if name.startswith(_MODEL_SAMPLES) and "model" in lab:
-                    if name == "proxy_request_duration_seconds_bucket":
-                        buckets[lab["model"]][float(lab["le"])] += v
-                        continue
-                    if name == "proxy_requests_total" and lab["outcome"] not in _NOT_ERRORS:
-                        sums[("errors", lab["model"], "")] += v
-                    sums[(name, lab["model"], lab.get("kind", ""))] += v
-                elif name == "proxy_fallbacks_total":
-                    routes[lab["route"]]["fallbacks"] += v
-                    routes[lab["route"]]["fallbacks_by_reason"][lab["reason"]] += v
-                elif name == "proxy_split_arm_total":
-                    routes[lab["route"]]["split"][lab["arm"]] += v
-                elif name == "proxy_in_flight_requests":
-                    routes[lab["route"]]["in_flight"] += v
-                elif name == "proxy_backend_up":
-                    backends[lab["backend"]]["up"] = v >= 1.0
-                elif name == "proxy_circuit_state":
-                    backends[lab["backend"]]["circuit"] = _CIRCUIT_NAMES[min(max(int(v), 0), 2)]
-                elif name == "proxy_credential_requests_total":
-                    credentials[lab["credential"]]["requests"] += v
-                elif name == "proxy_credential_tokens_total":
-                    credentials[lab["credential"]][lab["kind"] + "_tokens"] += v
-        models = {m: _model_summary(sums, m, buckets.get(m, {})) for m in sorted({m for _, m, _ in sums})}
-        for r in routes.values():
-            split = r.pop("split")
-            total = sum(split.values())
-            r["split_shares"] = {arm: n / total for arm, n in sorted(split.items())} if total else {}
-            r["fallbacks_by_reason"] = dict(r["fallbacks_by_reason"])
-        return {"models": models, "routes": dict(sorted(routes.items())), "backends": dict(sorted(backends.items())),
-                "credentials": dict(sorted(credentials.items()))}
-
-
-def _model_summary(sums: Mapping[tuple[str, str, str], float], m: str,
-                   buckets: Mapping[float, float]) -> dict[str, Any]:
-    """One model's dashboard row from the summed samples."""
-    def get(name: str, kind: str = "") -> float:
-        return sums.get((name, m, kind), 0.0)
-
-    def mean(base: str) -> float | None:
-        count = get(base + "_count")
-        return get(base + "_sum") / count if count else None
-
-    requests, errors = get("proxy_requests_total"), get("errors")
-    return {
-        "requests": requests,
-        "errors": errors,
-        "error_rate": errors / requests if requests else None,
-        "latency_mean_s": mean("proxy_request_duration_seconds"),
-        "latency_p50_s": _quantile(0.5, buckets),
-        "latency_p95_s": _quantile(0.95, buckets),
-        "ttft_mean_s": mean("proxy_time_to_first_token_seconds"),
-        "tokens_per_s_mean": mean("proxy_output_tokens_per_second"),
-        "prompt_tokens": get("proxy_tokens_total", "prompt"),
-        "completion_tokens": get("proxy_tokens_total", "completion"),
-        "cost_avoided_usd": get("proxy_cloud_cost_avoided_usd_total"),
-    }
-
-
-def _quantile(q: float, cumulative: Mapping[float, float]) -> float | None:
-    """Approximate quantile from cumulative buckets, interpolated like PromQL ``histogram_quantile``."""
-    bounds = sorted(cumulative.items())
-    if not bounds or bounds[-1][1] <= 0:
-        return None
-    rank, lower, below = q * bounds[-1][1], 0.0, 0.0
-    for upper, count in bounds:
-        if count >= rank:
-            if math.isinf(upper):
-                return lower
-            return lower + (upper - lower) * ((rank - below) / (count - below) if count > below else 1.0)
-        lower, below = upper, count
-    return lower
-
-
-def _circuit_value(state: object) -> float:
-    """Map a breaker state (int, name or Enum) to 0/1/2."""
-    if isinstance(state, Enum):
-        state = state.value if isinstance(state.value, (int, str)) else state.name
-    if isinstance(state, str) and state.lower() in CIRCUIT_STATES:
-        return float(CIRCUIT_STATES[state.lower()])
-    if isinstance(state, int) and not isinstance(state, bool) and state in (0, 1, 2):
-        return float(state)
-    raise ValueError(f"unknown circuit state {state!r}; expected 0/1/2 or closed/half_open/open")
+        return summarize(self.registry)
 
 
 def _check_multiprocess(path: str) -> None:

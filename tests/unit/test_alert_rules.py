@@ -48,7 +48,7 @@ def test_promtool_unit_tests_every_alert() -> None:
 
 def test_rules_read_only_the_gateways_metric_names() -> None:
     """Each alert is named as listed and reads a metric the gateway exports (or Prometheus's ``up``)."""
-    from proxy.telemetry.metrics import _SPECS
+    from proxy.telemetry.families import _SPECS
 
     exported = {spec[1] for spec in _SPECS.values()}
     (group,) = yaml.safe_load(RULES.read_text())["groups"]

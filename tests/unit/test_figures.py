@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from policies.names import model_spellings
-from proxy.telemetry.metrics import FALLBACK_REASONS, LATENCY_BUCKETS, Metrics
+from proxy.telemetry.families import LATENCY_BUCKETS
+from proxy.telemetry.labels import FALLBACK_REASONS
+from proxy.telemetry.metrics import Metrics
 
 
 def _record(m: Metrics, seconds: float, n: int) -> None:

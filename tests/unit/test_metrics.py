@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from policies.outcome import Outcome
-from proxy.telemetry.metrics import (
-    OUTCOMES, Metrics, bounded_label, clear_multiprocess_dir, mark_process_dead, status_class,
-)
+from proxy.telemetry.labels import OUTCOMES, bounded_label, status_class
+from proxy.telemetry.metrics import Metrics, clear_multiprocess_dir, mark_process_dead
 
 ROOT = Path(__file__).resolve().parents[2]
 RMB = 'backend="ollama",model="llama3",route="default"'
