@@ -29,7 +29,8 @@ from proxy.ids import new_id
 from proxy.jsonio import dumps, dumps_kept, loads
 from proxy.telemetry.logs import RequestLog
 from proxy.telemetry.metrics import Metrics
-from proxy.translate.chat import chat_request_to_ollama, ollama_chat_to_openai
+from proxy.translate.chat_answer import ollama_chat_to_openai
+from proxy.translate.chat_request import chat_request_to_ollama
 
 from .arms import gateway_config
 

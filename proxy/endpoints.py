@@ -12,7 +12,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.translate.chat import chat_request_to_ollama, forced_tool_of, ollama_chat_to_openai
+from proxy.translate.chat_answer import ollama_chat_to_openai
+from proxy.translate.chat_request import chat_request_to_ollama
+from proxy.translate.chat_tools import forced_tool_of
 from proxy.translate.completions import completion_request_to_ollama, ollama_generate_to_openai, prompt_of
 from proxy.translate.embeddings import embedding_request_to_ollama, encoding_of, ollama_embed_to_openai
 from proxy.translate.stream import ChatStream, CompletionStream

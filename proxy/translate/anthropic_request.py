@@ -60,7 +60,7 @@ from proxy.errors import InvalidRequestError
 from proxy.translate.anthropic_conversation import ollama_messages
 from proxy.translate.anthropic_stream import AnswerPlan
 from proxy.translate.anthropic_tools import custom_tools, forced_choice, ollama_tool, tool_choice
-from proxy.translate.chat import EFFORT_TO_THINK
+from proxy.translate.chat_request import EFFORT_TO_THINK
 from proxy.translate.fields import (
     MAX_TOKENS_LIMIT,
     SEED_MAX,

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from proxy.errors import PassthroughError, ProxyError, error_body, render_error
 from proxy.jsonio import JSONDecodeError, dumps, loads
-from proxy.translate.chat import usage_from_ollama
+from proxy.translate.chat_tokens import usage_from_ollama
 from proxy.translate.tools import ForcedTool
 
 __all__ = [

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 from proxy.errors import InvalidRequestError
 from proxy.jsonio import dumps
-from proxy.translate.chat import usage_from_ollama
+from proxy.translate.chat_tokens import usage_from_ollama
 from proxy.translate.fields import (
     check_n,
     ollama_extras,

@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from proxy.jsonio import dumps
-from proxy.translate.chat import logprobs_to_openai
+from proxy.translate.chat_tokens import logprobs_to_openai
 from proxy.translate.responses_request import ResponsesRequest
 
 __all__ = [

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from proxy.errors import InvalidRequestError
-from proxy.translate.chat import EFFORT_TO_THINK
+from proxy.translate.chat_request import EFFORT_TO_THINK
 from proxy.translate.fields import (
     MAX_TOKENS_LIMIT,
     ollama_extras,

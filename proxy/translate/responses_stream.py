@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 
 from proxy.errors import error_body
 from proxy.jsonio import dumps
-from proxy.translate.chat import logprobs_to_openai, usage_from_ollama
+from proxy.translate.chat_tokens import logprobs_to_openai, usage_from_ollama
 from proxy.translate.responses_answer import (
     function_call_item,
     message_item,

@@ -14,14 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from proxy.jsonio import dumps
-from proxy.translate.chat import (
-    finish_reason,
-    forced_call_id,
-    forced_call_to_openai,
-    logprobs_to_openai,
-    tool_calls_to_openai,
-    usage_from_ollama,
-)
+from proxy.translate.chat_answer import finish_reason, forced_call_id, forced_call_to_openai, tool_calls_to_openai
+from proxy.translate.chat_tokens import logprobs_to_openai, usage_from_ollama
 from proxy.translate.tools import ForcedCall, ForcedTool
 
 __all__ = ["SSE_DONE", "ChatStream", "CompletionStream", "sse_event"]

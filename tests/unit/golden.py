@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.translate.chat import chat_request_to_ollama, ollama_chat_to_openai
+from proxy.translate.chat_answer import ollama_chat_to_openai
+from proxy.translate.chat_request import chat_request_to_ollama
 from proxy.translate.completions import completion_request_to_ollama, ollama_generate_to_openai
 from proxy.translate.embeddings import embedding_request_to_ollama, ollama_embed_to_openai
 from proxy.translate.stream import ChatStream, CompletionStream

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from proxy.errors import ProxyError
 from proxy.jsonio import dumps
-from proxy.translate.chat import chat_request_to_ollama
+from proxy.translate.chat_request import chat_request_to_ollama
 from proxy.translate.completions import completion_request_to_ollama
 from proxy.translate.embeddings import embedding_request_to_ollama
 from proxy.translate.responses_request import responses_request_to_ollama

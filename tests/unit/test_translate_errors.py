@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.errors import InvalidRequestError
-from proxy.translate.chat import chat_request_to_ollama
+from proxy.translate.chat_request import chat_request_to_ollama
 from proxy.translate.completions import completion_request_to_ollama
 from proxy.translate.embeddings import embedding_request_to_ollama
 

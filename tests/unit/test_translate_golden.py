@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from proxy.translate.chat import forced_tool_of, ollama_chat_to_openai
+from proxy.translate.chat_answer import ollama_chat_to_openai
+from proxy.translate.chat_tools import forced_tool_of
 from proxy.translate.responses_answer import ollama_chat_to_response
 from proxy.translate.responses_request import responses_request_to_ollama
 from proxy.translate.responses_stream import ResponsesStream

@@ -9,7 +9,9 @@ from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from proxy.errors import InvalidRequestError
-from proxy.translate.chat import chat_request_to_ollama, forced_tool_of, ollama_chat_to_openai
+from proxy.translate.chat_answer import ollama_chat_to_openai
+from proxy.translate.chat_request import chat_request_to_ollama
+from proxy.translate.chat_tools import forced_tool_of
 from proxy.translate.stream import ChatStream
 from proxy.translate.tools import ForcedCall, forced_tool, with_instruction
 
