@@ -31,7 +31,9 @@ from typing import Any
 
 from policies.outcome import Outcome
 from proxy.config import BackendConfig
-from proxy.upstream.http1 import ConnectionClosed, InvalidAnswer, Pool, Response
+from proxy.upstream.http1_connection import ConnectionClosed, InvalidAnswer
+from proxy.upstream.http1_pool import Pool
+from proxy.upstream.http1_response import Response
 from proxy.errors import (
     InvalidRequestError,
     ModelNotFoundError,

@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from aiohttp import web
 
-from proxy.upstream.http1 import _HIGH_WATER, ConnectionClosed, InvalidAnswer, Pool
+from proxy.upstream.http1_connection import _HIGH_WATER, ConnectionClosed, InvalidAnswer
+from proxy.upstream.http1_pool import Pool
 
 HEADERS = b"Content-Type: application/json\r\n"
 
