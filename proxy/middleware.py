@@ -32,7 +32,7 @@ from proxy.context import RequestContext
 from proxy.ids import new_id
 from proxy.keys import ACCOUNTING, ADMISSION, CONFIG, CREDENTIAL, CTX
 from proxy.telemetry.tracing import Tracer
-from proxy.translate.anthropic_stream import render_anthropic_error
+from proxy.translate.anthropic_errors import render_anthropic_error
 
 __all__ = ["Handler", "gateway_middleware", "traced_gateway_middleware"]
 

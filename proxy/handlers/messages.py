@@ -47,8 +47,9 @@ from proxy.ids import new_id
 from proxy.jsonio import JSONDecodeError, dumps, dumps_kept, loads
 from proxy.keys import ACCOUNTING, CTX, ROUTER
 from proxy.relay import ollama_error_line, relay_ollama_stream, relay_openai_stream
+from proxy.translate.anthropic_answer import ollama_chat_to_anthropic
 from proxy.translate.anthropic_request import messages_request_to_ollama, user_of
-from proxy.translate.anthropic_stream import AnthropicStreamTally, MessagesStream, ollama_chat_to_anthropic
+from proxy.translate.anthropic_stream import AnthropicStreamTally, MessagesStream
 from proxy.translate.anthropic_token_count import count_tokens_estimate
 from proxy.upstream.backend import Upstream
 from proxy.translate.fields import token_count

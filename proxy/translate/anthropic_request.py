@@ -57,8 +57,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from proxy.errors import InvalidRequestError
+from proxy.translate.anthropic_answer import AnswerPlan
 from proxy.translate.anthropic_conversation import ollama_messages
-from proxy.translate.anthropic_stream import AnswerPlan
 from proxy.translate.anthropic_tools import custom_tools, forced_choice, ollama_tool, tool_choice
 from proxy.translate.chat_request import EFFORT_TO_THINK
 from proxy.translate.fields import (

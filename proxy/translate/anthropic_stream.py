@@ -1,10 +1,8 @@
-"""Anthropic Messages answers: Ollama ``/api/chat`` answers -> a ``message`` object or SSE events, and errors.
+"""Anthropic Messages streams: Ollama NDJSON objects -> SSE events, and the tally of a relayed Anthropic stream.
 
-Pure; ids come in as arguments. ``proxy.translate.anthropic_request`` documents the whole API; this
-module owns the answer side of it.
+Pure; ids come in as arguments. ``proxy.translate.anthropic_request`` documents the whole API; the
+answer's shape (content blocks, ``stop_reason``, usage) is ``proxy.translate.anthropic_answer``'s.
 
-- ``ollama_chat_to_anthropic(native, *, message_id, model, plan)``: a non-streamed answer. Content
-  is ``[thinking (signature ""), text, tool_use...]``; tool ids are ``toolu_<message id>_<n>``.
 - ``MessagesStream(message_id=, model=, plan=, input_tokens=0)``: fed parsed NDJSON objects one
   at a time, ``feed(obj)`` returns the SSE bytes to send now. Events, each with its ``event:``
   line: ``message_start`` (usage.input_tokens = the ``input_tokens`` given, an estimate or 0:
@@ -16,143 +14,29 @@ module owns the answer side of it.
   sends whole tool calls, so each becomes one ``input_json_delta``; a *forced* call's arguments
   are streamed as they are generated. Like ``ChatStream`` it exposes ``has_output`` (real output
   or the end was produced: the relay may commit), ``final`` (the done object), ``usage`` (with the
-  relay's ``prompt_tokens`` / ``completion_tokens`` names), ``keep_text`` and ``text_parts``.
+  relay's ``prompt_tokens`` / ``completion_tokens`` names), ``keep_text`` and ``text_parts``;
+  ``fail(exc)`` is ``proxy.translate.anthropic_errors.anthropic_error_event``, which the relay calls.
 - ``AnthropicStreamTally``: counts an Anthropic backend's stream usage as its bytes pass unchanged.
-- ``anthropic_error_event(exc)``: the ``event: error`` that ends a stream after its first byte
-  (also ``MessagesStream.fail(exc)``, which the relay calls).
-- ``anthropic_error_type`` / ``anthropic_error_body`` / ``render_anthropic_error``: the error tree
-  in Anthropic's shape, ``{"type": "error", "error": {"type", "message"}}``.
-
-``stop_reason``: ``max_tokens`` when Ollama says ``length`` (it wins), ``tool_use`` with calls,
-else ``end_turn``. ``stop_sequence`` is never reported: Ollama gives the same ``done_reason:
-"stop"`` for an end of turn and a matched stop sequence, and cuts the sequence from the text, so
-the two cannot be told apart. Usage: ``input_tokens`` = ``prompt_eval_count``, ``output_tokens`` =
-``eval_count``, cache counts 0. A forced call whose JSON was cut short comes back as a text block
-when whole; streamed, its input was already sent as a ``tool_use`` block, which it stays.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
-from proxy.errors import PassthroughError, ProxyError, error_body, render_error
 from proxy.jsonio import JSONDecodeError, dumps, loads
+from proxy.translate.anthropic_answer import AnswerPlan, stop_reason, tool_use_id
+# under private names: helpers of the methods below, not this module's surface
+from proxy.translate.anthropic_answer import anthropic_event as _event
+from proxy.translate.anthropic_answer import call_arguments as _arguments
+from proxy.translate.anthropic_answer import call_functions as _functions
+from proxy.translate.anthropic_answer import count_of as _count
+from proxy.translate.anthropic_errors import anthropic_error_event
 from proxy.translate.chat_tokens import usage_from_ollama
-from proxy.translate.tools import ForcedTool
 
-__all__ = [
-    "AnswerPlan",
-    "AnthropicStreamTally",
-    "MessagesStream",
-    "ollama_chat_to_anthropic",
-    "stop_reason",
-    "anthropic_usage",
-    "tool_use_id",
-    "anthropic_error_type",
-    "anthropic_error_body",
-    "anthropic_error_event",
-    "render_anthropic_error",
-]
+__all__ = ["AnthropicStreamTally", "MessagesStream"]
 
 _PING = b'event: ping\ndata: {"type":"ping"}\n\n'
 _TOKEN_KEYS = {"role", "content"}
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AnswerPlan:
-    """What the answer translators must know about the request."""
-
-    forced: ForcedTool | None = None  # tool_choice any/tool: the content is that tool's input
-    single_tool_use: bool = False  # tool_choice.disable_parallel_tool_use
-    show_thinking: bool = True  # thinking.display != "omitted"
-
-
-def tool_use_id(message_id: str, n: int) -> str:
-    """The id of the ``n``-th tool_use block of a message: unique when message ids are."""
-    return f"toolu_{message_id.removeprefix('msg_')}_{n}"
-
-
-def stop_reason(done_reason: object, had_tool_use: bool) -> str:
-    """Anthropic's stop_reason: ``max_tokens`` wins, tool calls give ``tool_use``, else ``end_turn``."""
-    if done_reason == "length":
-        return "max_tokens"
-    return "tool_use" if had_tool_use else "end_turn"
-
-
-def _count(native: Mapping[str, object], key: str) -> int:
-    value = native.get(key)
-    return value if isinstance(value, int) else 0
-
-
-def anthropic_usage(native: Mapping[str, object]) -> dict[str, int]:
-    return {"input_tokens": _count(native, "prompt_eval_count"), "output_tokens": _count(native, "eval_count"),
-            "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
-
-
-def _arguments(function: Mapping[str, object]) -> Mapping[str, object]:
-    args = function.get("arguments", {})
-    if isinstance(args, str):  # Ollama sends a mapping; tolerate an OpenAI-style JSON string
-        try:
-            args = loads(args) if args.strip() else {}
-        except JSONDecodeError:
-            args = {}
-    return args if isinstance(args, Mapping) else {}
-
-
-def _functions(calls: object) -> list[Mapping[str, object]]:
-    items = calls if isinstance(calls, list) else []
-    return [c["function"] for c in items if isinstance(c, Mapping) and isinstance(c.get("function"), Mapping)]
-
-
-def ollama_chat_to_anthropic(
-    native: Mapping[str, object],
-    *,
-    message_id: str,
-    model: str,
-    plan: AnswerPlan = AnswerPlan(),
-) -> dict[str, object]:
-    """A non-streamed ``/api/chat`` answer as an Anthropic ``message`` for the client's ``model``."""
-    message = native.get("message")
-    if not isinstance(message, Mapping):
-        message = {}
-    content: list[dict[str, object]] = []
-    thinking = message.get("thinking")
-    if isinstance(thinking, str) and thinking:
-        content.append({"type": "thinking", "thinking": thinking if plan.show_thinking else "", "signature": ""})
-    text = message.get("content")
-    text = text if isinstance(text, str) else ""
-    uses: list[dict[str, object]] = []
-    if plan.forced is not None:
-        call = plan.forced.call_of(text) if text.strip() else None
-        if call is not None and call.complete:
-            uses.append({"type": "tool_use", "id": tool_use_id(message_id, 0), "name": call.name,
-                         "input": loads(call.arguments)})
-        elif text:
-            content.append({"type": "text", "text": text})  # cut short: not a whole tool input
-    else:
-        if text:
-            content.append({"type": "text", "text": text})
-        for function in _functions(message.get("tool_calls")):
-            uses.append({"type": "tool_use", "id": tool_use_id(message_id, len(uses)),
-                         "name": str(function.get("name", "")), "input": _arguments(function)})
-        if plan.single_tool_use:
-            uses = uses[:1]
-    content.extend(uses)
-    return {
-        "id": message_id,
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": content,
-        "stop_reason": stop_reason(native.get("done_reason"), bool(uses)),
-        "stop_sequence": None,
-        "usage": anthropic_usage(native),
-    }
-
-
-def _event(kind: str, payload: Mapping[str, object]) -> bytes:
-    return b"event: " + kind.encode() + b"\ndata: " + dumps(payload) + b"\n\n"
 
 
 class MessagesStream:
@@ -352,69 +236,3 @@ class AnthropicStreamTally:
             value = usage.get(key)
             if isinstance(value, int) and not isinstance(value, bool):
                 setattr(self, attr, value)
-
-
-_ERROR_TYPES: Mapping[int, str] = {
-    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
-    413: "request_too_large", 429: "rate_limit_error", 503: "overloaded_error", 529: "overloaded_error",
-}
-
-
-def anthropic_error_type(status: int) -> str:
-    """Anthropic's error ``type`` for an HTTP status (other 4xx: invalid_request_error; 5xx: api_error)."""
-    return _ERROR_TYPES.get(status) or ("invalid_request_error" if 400 <= status < 500 else "api_error")
-
-
-def anthropic_error_body(status: int, message: str, *, request_id: str | None = None) -> dict[str, object]:
-    """The error body Anthropic clients parse: ``{"type": "error", "error": {"type", "message"}}``."""
-    body: dict[str, object] = {"type": "error", "error": {"type": anthropic_error_type(status), "message": message}}
-    if request_id is not None:
-        body["request_id"] = request_id
-    return body
-
-
-def _passed(exc: BaseException) -> object:
-    if not isinstance(exc, PassthroughError):
-        return None
-    try:
-        return loads(exc.raw_body)
-    except JSONDecodeError:
-        return None
-
-
-def _is_anthropic_error(body: object) -> bool:
-    return (isinstance(body, dict) and body.get("type") == "error" and isinstance(body.get("error"), dict)
-            and isinstance(body["error"].get("type"), str))
-
-
-def _message_of(exc: BaseException) -> str:
-    if isinstance(exc, PassthroughError):  # a backend's own body: keep its message
-        raw = _passed(exc)
-        error = raw.get("error") if isinstance(raw, dict) else None
-        message = error.get("message") if isinstance(error, dict) else error
-        if isinstance(message, str) and message:
-            return message
-    detail = error_body(exc)["error"]
-    return str(detail["message"]) if isinstance(detail, Mapping) else "internal error"
-
-
-def render_anthropic_error(exc: BaseException, *, request_id: str | None = None) -> tuple[int, bytes, dict[str, str]]:
-    """Status, Anthropic JSON body and headers for ``exc``.
-
-    Status and headers are those of the OpenAI rendering (``Retry-After``, ``WWW-Authenticate``,
-    ``x-should-retry: false`` once every fallback failed, which anthropic-python honours too). An
-    Anthropic backend's own error body (already in this shape) is relayed unchanged.
-    """
-    status, raw, headers = render_error(exc)
-    if _is_anthropic_error(_passed(exc)):
-        return status, raw, headers
-    return status, dumps(anthropic_error_body(status, _message_of(exc), request_id=request_id)), headers
-
-
-def anthropic_error_event(exc: BaseException) -> bytes:
-    """The SSE ``error`` event that ends a stream after its first byte (the status is already 200)."""
-    status = exc.status if isinstance(exc, ProxyError) else 500
-    passed = _passed(exc)
-    if _is_anthropic_error(passed):
-        return _event("error", passed)  # type: ignore[arg-type]
-    return _event("error", anthropic_error_body(status, _message_of(exc)))

@@ -30,16 +30,15 @@ from proxy.errors import (
     UpstreamTimeoutError,
 )
 from proxy.jsonio import dumps
-from proxy.translate.anthropic_request import answer_plan_of, messages_request_to_ollama, user_of
-from proxy.translate.anthropic_stream import (
-    AnswerPlan,
-    MessagesStream,
+from proxy.translate.anthropic_answer import AnswerPlan, ollama_chat_to_anthropic
+from proxy.translate.anthropic_errors import (
     anthropic_error_body,
     anthropic_error_event,
     anthropic_error_type,
-    ollama_chat_to_anthropic,
     render_anthropic_error,
 )
+from proxy.translate.anthropic_request import answer_plan_of, messages_request_to_ollama, user_of
+from proxy.translate.anthropic_stream import MessagesStream
 from proxy.translate.anthropic_token_count import count_tokens_estimate
 
 GOLDEN = Path(__file__).parent.parent / "fixtures" / "golden" / "anthropic_messages"
