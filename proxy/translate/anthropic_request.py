@@ -2,8 +2,9 @@
 
 Pure: plain values in and out, ids passed in; no aiohttp, yaml or environment. This module owns
 the request; ``proxy.translate.anthropic_conversation`` translates its ``system`` and ``messages``,
-``proxy.translate.anthropic_tools`` its tools and ``tool_choice``; the answers (whole and streamed)
-and the error shape live in ``proxy.translate.anthropic_stream``, the ``count_tokens`` estimate in
+``proxy.translate.anthropic_tools`` its tools and ``tool_choice``. The whole answer lives in
+``proxy.translate.anthropic_answer``, the streamed one in ``proxy.translate.anthropic_stream``, the
+error shape in ``proxy.translate.anthropic_errors`` and the ``count_tokens`` estimate in
 ``proxy.translate.anthropic_token_count``. How the shell uses them::
 
     req = messages_request_to_ollama(body, model=target_model, max_tokens_cap=route_cap,
