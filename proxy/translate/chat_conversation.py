@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from proxy.errors import InvalidRequestError
 from proxy.jsonio import JSONDecodeError, loads
-from proxy.translate.fields import opt_str, require_str, wrong_type
+from proxy.translate.fields import objects, opt_str, require_str, wrong_type
 from proxy.translate.images import data_url_to_base64
 
 __all__ = ["MAX_MESSAGES", "ollama_messages"]
@@ -30,10 +30,7 @@ def _content(content: object, role: str, param: str, images: list[str]) -> str:
     if not isinstance(content, list):
         raise wrong_type(param, "a string or an array of content parts", content)
     texts: list[str] = []
-    for i, part in enumerate(content):
-        where = f"{param}[{i}]"
-        if not isinstance(part, Mapping):
-            raise wrong_type(where, "an object", part)
+    for where, part in objects(content, param):
         kind = part.get("type")
         if kind == "text":
             texts.append(require_str(part, "text", f"{where}.text"))
@@ -60,10 +57,7 @@ def _assistant_tool_calls(calls: object, param: str, names: dict[str, str]) -> l
     if not isinstance(calls, list):
         raise wrong_type(param, "an array", calls)
     native: list[dict[str, object]] = []
-    for j, call in enumerate(calls):
-        where = f"{param}[{j}]"
-        if not isinstance(call, Mapping):
-            raise wrong_type(where, "an object", call)
+    for where, call in objects(calls, param):
         function = call.get("function")
         if not isinstance(function, Mapping):
             raise wrong_type(f"{where}.function", "an object", function)
@@ -106,10 +100,7 @@ def ollama_messages(messages: object) -> list[dict[str, object]]:
         )
     names: dict[str, str] = {}
     native: list[dict[str, object]] = []
-    for i, message in enumerate(messages):
-        where = f"messages[{i}]"
-        if not isinstance(message, Mapping):
-            raise wrong_type(where, "an object", message)
+    for where, message in objects(messages, "messages"):
         role_in = message.get("role")
         role = _ROLES.get(role_in) if isinstance(role_in, str) else None
         if role is None:

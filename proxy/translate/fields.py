@@ -7,11 +7,12 @@ Fields the client did not send are not invented: Ollama's own /v1 layer forces `
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from proxy.errors import InvalidRequestError
 
 __all__ = [
+    "objects",
     "token_count",
     "ANSWER_NEUTRAL_FIELDS",
     "ANSWER_CHANGING_FIELDS",
@@ -63,6 +64,16 @@ def wrong_type(param: str, expected: str, value: object) -> InvalidRequestError:
         param=param,
         code="invalid_type",
     )
+
+
+def objects(items: list[object], param: str) -> Iterator[tuple[str, Mapping[str, object]]]:
+    """``(f"{param}[i]", item)`` for each item of a list that must hold objects; a 400 naming the
+    first item that is not one."""
+    for i, item in enumerate(items):
+        where = f"{param}[{i}]"
+        if not isinstance(item, Mapping):
+            raise wrong_type(where, "an object", item)
+        yield where, item
 
 
 def require_str(body: Mapping[str, object], key: str, param: str | None = None) -> str:

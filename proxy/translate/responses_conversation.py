@@ -24,7 +24,7 @@ from collections.abc import Mapping
 
 from proxy.errors import InvalidRequestError
 from proxy.jsonio import JSONDecodeError, loads
-from proxy.translate.fields import opt_str, require_str, wrong_type
+from proxy.translate.fields import objects, opt_str, require_str, wrong_type
 from proxy.translate.images import data_url_to_base64
 
 __all__ = ["MAX_ITEMS", "Conversation", "input_items"]
@@ -51,10 +51,7 @@ def _text_parts(content: object, *, param: str, images: list[str] | None) -> str
     if not isinstance(content, list):
         raise wrong_type(param, "a string or an array of content parts", content)
     texts: list[str] = []
-    for j, part in enumerate(content):
-        where = f"{param}[{j}]"
-        if not isinstance(part, Mapping):
-            raise wrong_type(where, "an object", part)
+    for where, part in objects(content, param):
         kind = part.get("type")
         if kind in ("input_text", "output_text"):
             texts.append(require_str(part, "text", f"{where}.text"))

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from proxy.errors import InvalidRequestError
-from proxy.translate.fields import opt_bool, opt_str, require_str, wrong_type
+from proxy.translate.fields import objects, opt_bool, opt_str, require_str, wrong_type
 from proxy.translate.tools import ForcedTool, forced_tool
 
 __all__ = ["HOSTED_TOOLS", "ollama_tools", "tool_choice"]
@@ -55,10 +55,7 @@ def ollama_tools(body: Mapping[str, object], hosted_tools: str, left_out: list[s
     if not isinstance(tools, list):
         raise wrong_type("tools", "an array", tools)
     native: list[dict[str, object]] = []
-    for i, tool in enumerate(tools):
-        where = f"tools[{i}]"
-        if not isinstance(tool, Mapping):
-            raise wrong_type(where, "an object", tool)
+    for where, tool in objects(tools, "tools"):
         kind = tool.get("type")
         if kind == "function":
             native.append(_function_tool(tool, where))
