@@ -7,6 +7,7 @@ lands on the same arm in every process, after restarts, and on every replica. St
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping, Sequence
 from fnmatch import fnmatchcase
@@ -133,8 +134,8 @@ def plan(
         route = resolve_route(policy, model)
     if route is None:
         return None
-    if key:
-        roll = _ROLLS.get((route.name, key)) or _remember_roll(route.name, key)
+    if key:  # keys are client input too: only short ones are remembered
+        roll = _remembered_roll(route.name, key) if len(key) <= _MEMO_MODEL_MAX else sticky_roll(route.name, key)
     arm = pick_arm([t.weight for t in route.targets], roll)
     shadowed = route.shadow is not None and shadow_roll < route.shadow.share
     if len(model) > _MEMO_MODEL_MAX:  # a glob route takes any name the client sends: never kept
@@ -155,17 +156,8 @@ def plan(
 _PLANS: dict[tuple[int, str, int, bool], Plan] = {}
 _PLANS_MAX = 4096
 _MEMO_MODEL_MAX = 256
-# sticky rolls of recent keys (one SHA-256 each), bounded the same way: keys are client input too
-_ROLLS: dict[tuple[str, str], float] = {}
-
-
-def _remember_roll(route_name: str, key: str) -> float:
-    roll = sticky_roll(route_name, key)
-    if len(key) <= _MEMO_MODEL_MAX and roll:  # 0.0 is not kept: get() or ... would not find it
-        if len(_ROLLS) >= _PLANS_MAX:
-            _ROLLS.clear()
-        _ROLLS[(route_name, key)] = roll
-    return roll
+# the sticky rolls of recent keys: one SHA-256 each
+_remembered_roll = functools.lru_cache(maxsize=_PLANS_MAX)(sticky_roll)
 
 
 def _plan(route: Route, model: str, arm: int, shadowed: bool) -> Plan:
